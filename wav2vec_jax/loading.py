@@ -1,0 +1,141 @@
+"""`load_pretrained`: one entry point for Hugging Face directories, fairseq `.pt` files and our own checkpoints.
+
+Nothing here executes code from a checkpoint: safetensors are plain data, and `.bin` / `.pt` files go through the
+restricted unpickler of `torch_checkpoint` (no torch or fairseq needed).
+"""
+
+import dataclasses
+import json
+import os
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from wav2vec_jax import convert
+from wav2vec_jax.models.config import ModelConfig
+from wav2vec_jax.models.wav2vec2 import MODEL_CLASSES
+
+OWN_CONFIG_FILE = "wav2vec_jax.json"
+
+
+def _read_hf_state_dict(directory: str) -> dict[str, np.ndarray]:
+  """All tensors of a Hugging Face model directory (single or sharded safetensors, or pytorch_model.bin)."""
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
+  for index_name, loader in (("model.safetensors.index.json", load_file), ("pytorch_model.bin.index.json", None)):
+    index_path = os.path.join(directory, index_name)
+    if os.path.exists(index_path):
+      with open(index_path) as f:
+        shards = sorted(set(json.load(f)["weight_map"].values()))
+      state = {}
+      for shard in shards:
+        state.update(_read_tensor_file(os.path.join(directory, shard)))
+      return state
+  for name in ("model.safetensors", "pytorch_model.bin"):
+    path = os.path.join(directory, name)
+    if os.path.exists(path):
+      return _read_tensor_file(path)
+  raise FileNotFoundError(f"{directory}: no model.safetensors or pytorch_model.bin (nor a sharded index) found")
+
+
+def _read_tensor_file(path: str) -> dict[str, np.ndarray]:
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
+    return load_file(path)
+  from wav2vec_jax.torch_checkpoint import load_torch_checkpoint  # pylint: disable=g-import-not-at-top
+
+  state = load_torch_checkpoint(path)
+  if not isinstance(state, dict):
+    raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+  return {k: np.asarray(v) for k, v in state.items()}
+
+
+def _infer_architecture(hf_config: dict, keys) -> str:
+  for arch in hf_config.get("architectures") or ():
+    if arch in MODEL_CLASSES:
+      return arch
+  if any(k.startswith("lm_head.") for k in keys):
+    return "Wav2Vec2ForCTC"
+  if any(k.startswith("quantizer.") for k in keys):
+    return "Wav2Vec2ForPreTraining"
+  return "Wav2Vec2Model"
+
+
+def load_hf(directory: str, **config_overrides):
+  """Loads a Hugging Face wav2vec 2.0 directory. Returns (model, variables); see `load_pretrained`."""
+  config_path = os.path.join(directory, "config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"{directory}: no config.json; a Hugging Face model directory needs one")
+  with open(config_path) as f:
+    hf_config = json.load(f)
+  if hf_config.get("model_type", "wav2vec2") != "wav2vec2":
+    raise ValueError(f"{config_path}: model_type is {hf_config.get('model_type')!r}, expected 'wav2vec2'")
+  cfg = ModelConfig.from_hf_dict(hf_config).replace(**config_overrides).validate()
+  state = _read_hf_state_dict(directory)
+  architecture = _infer_architecture(hf_config, state)
+  if architecture == "Wav2Vec2Model" and any(k.startswith("wav2vec2.") for k in state):
+    state = {k[len("wav2vec2."):]: v for k, v in state.items() if k.startswith("wav2vec2.")}
+  params = convert.params_from_hf(state, cfg, architecture, source=directory)
+  return MODEL_CLASSES[architecture](cfg), {"params": jax.tree_util.tree_map(jax.numpy.asarray, params)}
+
+
+def save_pretrained(directory: str, model: nn.Module, variables: dict):
+  """Writes a model in this project's format: `wav2vec_jax.json` (config + architecture) and Orbax `params/`."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  directory = os.path.abspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  meta = {"architecture": type(model).__name__, "model_config": dataclasses.asdict(model.config)}
+  with open(os.path.join(directory, OWN_CONFIG_FILE), "w") as f:
+    json.dump(meta, f, indent=2)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(directory, "params"), nn.unbox(variables["params"]), force=True)
+
+
+def load_own(directory: str, **config_overrides):
+  """Loads a directory written by `save_pretrained`. Returns (model, variables)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  directory = os.path.abspath(directory)
+  with open(os.path.join(directory, OWN_CONFIG_FILE)) as f:
+    meta = json.load(f)
+  fields = meta["model_config"]
+  for name in ("conv_dim", "conv_kernel", "conv_stride", "gumbel_temperature"):
+    fields[name] = tuple(fields[name])
+  saved_cfg = ModelConfig(**fields)
+  cfg = saved_cfg.replace(**config_overrides).validate()
+  model_class = MODEL_CLASSES[meta["architecture"]]
+  with ocp.StandardCheckpointer() as checkpointer:
+    params = checkpointer.restore(os.path.join(directory, "params"), convert.abstract_params(model_class(saved_cfg)))
+  if cfg.scan_layers != saved_cfg.scan_layers:  # re-layout the layers: stacked <-> one subtree per layer
+    relayout = convert.stack_layers if cfg.scan_layers else convert.unstack_layers
+    params = relayout(jax.tree_util.tree_map(np.asarray, params), cfg.num_layers)
+  return model_class(cfg), {"params": params}
+
+
+def load_pretrained(path: str, **config_overrides):
+  """Loads a pre-trained or fine-tuned wav2vec 2.0 model.
+
+  Args:
+    path: a Hugging Face model directory (`config.json` + `model.safetensors` or `pytorch_model.bin`), a fairseq
+      checkpoint file (`.pt`, pre-training or CTC fine-tuned), or a directory written by `save_pretrained`.
+    **config_overrides: ModelConfig fields to change (e.g. dtype="bfloat16", scan_layers=True, dropout rates).
+  Returns:
+    (model, variables): a Flax module (Wav2Vec2Model, Wav2Vec2ForPreTraining or Wav2Vec2ForCTC) and its
+    `{"params": ...}`. `model.apply(variables, waveform [batch, samples] float32, attention_mask=None)` returns
+    a Wav2Vec2Output (`last_hidden_state`, `extract_features`, and `logits` for CTC models); eval mode by default.
+  """
+  if os.path.isdir(path):
+    if os.path.exists(os.path.join(path, OWN_CONFIG_FILE)):
+      return load_own(path, **config_overrides)
+    return load_hf(path, **config_overrides)
+  if os.path.isfile(path):
+    from wav2vec_jax import fairseq_import  # pylint: disable=g-import-not-at-top
+
+    cfg, architecture, state = fairseq_import.read_fairseq_checkpoint(path)
+    cfg = cfg.replace(**config_overrides).validate()
+    params = convert.params_from_hf(state, cfg, architecture, source=path)
+    return MODEL_CLASSES[architecture](cfg), {"params": jax.tree_util.tree_map(jax.numpy.asarray, params)}
+  raise FileNotFoundError(f"{path}: no such file or directory")

@@ -1,0 +1,153 @@
+"""Transformer context network: convolutional positional embedding and post-LN / pre-LN encoder layers.
+
+Dropout and layerdrop draw from the "dropout" RNG stream; layerdrop is drawn per layer and per step inside the
+traced computation (never at trace time), and under `nn.scan` every layer gets its own key.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from wav2vec_jax.models import layers
+from wav2vec_jax.models.config import ModelConfig
+
+
+class PositionalConvEmbedding(nn.Module):
+  """Grouped Conv1d (kernel 128, 16 groups) with weight norm over the kernel axis, drop last frame, GELU."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    """[batch, frames, hidden] -> [batch, frames, hidden] (compute dtype)."""
+    cfg = self.config
+    kernel, groups, dim = cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups, cfg.hidden_size
+    std = 2.0 * math.sqrt(1.0 / (kernel * dim))
+    v = self.param("weight_v", layers.partitioned(nn.initializers.normal(std), ("conv_width", "conv_in", "embed")),
+                   (kernel, dim // groups, dim), cfg.weight_dtype)
+    v32 = v.astype(jnp.float32)
+    norm = jnp.sqrt(jnp.sum(v32 * v32, axis=(1, 2)))  # weight norm over every axis but the kernel's (torch dim=2)
+    # At init g = ||v||, so the effective kernel equals v (torch's weight_norm initialisation).
+    g = self.param("weight_g", layers.partitioned(lambda *_: norm.astype(cfg.weight_dtype), ("conv_width",)))
+    bias = self.param("bias", layers.partitioned(nn.initializers.zeros, ("embed",)), (dim,), cfg.weight_dtype)
+    w = (v32 * (g.astype(jnp.float32) / norm)[:, None, None]).astype(cfg.compute_dtype)
+    y = jax.lax.conv_general_dilated(
+        x.astype(cfg.compute_dtype), w, window_strides=(1,), padding=[(kernel // 2, kernel // 2)],
+        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups)
+    if kernel % 2 == 0:  # "same" padding with an even kernel yields one extra frame: drop the last.
+      y = y[:, :-1]
+    return layers.gelu(y + bias.astype(cfg.compute_dtype))
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention with a key padding mask; softmax in float32."""
+
+  config: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x, key_mask):
+    """x `[batch, frames, hidden]`, key_mask `[batch, frames]` bool -> `[batch, frames, hidden]`."""
+    cfg = self.config
+    heads, head_dim = cfg.num_heads, cfg.head_dim
+
+    def proj(name):
+      return nn.DenseGeneral(
+          (heads, head_dim), dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+          kernel_init=layers.partitioned(nn.initializers.normal(cfg.initializer_range), ("embed", "heads", "head_dim")),
+          bias_init=layers.partitioned(nn.initializers.zeros, ("heads", "head_dim")), name=name)(x)
+
+    q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
+    q = nn.with_logical_constraint(q, ("batch", "frames", "heads", "head_dim"))
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * head_dim**-0.5
+    # A large finite negative keeps all-padding rows finite (uniform weights) instead of NaN.
+    scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    weights = nn.Dropout(cfg.attention_dropout)(weights, deterministic=self.deterministic)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(cfg.compute_dtype), v)
+    out = nn.DenseGeneral(
+        cfg.hidden_size, axis=(-2, -1), dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+        kernel_init=layers.partitioned(nn.initializers.normal(cfg.initializer_range), ("heads", "head_dim", "embed")),
+        bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)), name="out_proj")(out)
+    return nn.with_logical_constraint(out, ("batch", "frames", "embed"))
+
+
+class FeedForward(nn.Module):
+  """Linear(hidden -> ffn) -> GELU -> dropout -> Linear(ffn -> hidden) -> dropout."""
+
+  config: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    """[batch, frames, hidden] -> [batch, frames, hidden]."""
+    cfg = self.config
+    h = layers.dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate_dense")(x)
+    h = nn.with_logical_constraint(layers.gelu(h), ("batch", "frames", "mlp"))
+    h = nn.Dropout(cfg.activation_dropout)(h, deterministic=self.deterministic)
+    h = layers.dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output_dense")(h)
+    return nn.Dropout(cfg.hidden_dropout)(h, deterministic=self.deterministic)
+
+
+class EncoderLayer(nn.Module):
+  """One transformer layer, post-LN (BASE) or pre-LN (LARGE/XLSR), with layerdrop; a scan body `(x, mask) -> (x, None)`.
+
+  The residual stream stays float32.
+  """
+
+  config: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x, key_mask):
+    cfg = self.config
+    attention = SelfAttention(cfg, self.deterministic, name="attention")
+    feed_forward = FeedForward(cfg, self.deterministic, name="feed_forward")
+    dropout = nn.Dropout(cfg.hidden_dropout)
+    norm1, norm2 = layers.layer_norm(cfg, "layer_norm"), layers.layer_norm(cfg, "final_layer_norm")
+    if cfg.layer_norm_first:
+      h = x + dropout(attention(norm1(x), key_mask), deterministic=self.deterministic)
+      h = h + feed_forward(norm2(h))
+    else:
+      h = norm1(x + dropout(attention(x, key_mask), deterministic=self.deterministic))
+      h = norm2(h + feed_forward(h))
+    if cfg.layerdrop > 0.0 and not self.deterministic:
+      drop = jax.random.uniform(self.make_rng("dropout"), ()) < cfg.layerdrop
+      h = jnp.where(drop, x, h)
+    return nn.with_logical_constraint(h.astype(jnp.float32), ("batch", "frames", "embed")), None
+
+
+def _remat_policy(name: str):
+  return {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[name]
+
+
+class Encoder(nn.Module):
+  """Positional conv embedding, encoder LayerNorm and the stack of layers (optionally scanned and rematerialised)."""
+
+  config: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x, frame_mask):
+    """x `[batch, frames, hidden]`, frame_mask `[batch, frames]` bool -> `[batch, frames, hidden]` float32."""
+    cfg = self.config
+    x = jnp.where(frame_mask[..., None], x.astype(jnp.float32), 0.0)  # padded frames contribute nothing
+    x = x + PositionalConvEmbedding(cfg, name="pos_conv_embed")(x).astype(jnp.float32)
+    if not cfg.layer_norm_first:
+      x = layers.layer_norm(cfg, "layer_norm")(x)
+    x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=self.deterministic)
+    block = EncoderLayer
+    if cfg.remat_policy != "none":
+      block = nn.remat(block, policy=_remat_policy(cfg.remat_policy), prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                      in_axes=nn.broadcast, length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(cfg, self.deterministic, name="layers")(x, frame_mask)
+    else:
+      for i in range(cfg.num_layers):
+        x, _ = block(cfg, self.deterministic, name=f"layers_{i}")(x, frame_mask)
+    if cfg.layer_norm_first:
+      x = layers.layer_norm(cfg, "layer_norm")(x)
+    return x
