@@ -1,0 +1,101 @@
+"""Numerical parity with transformers' PyTorch wav2vec 2.0 on the same weights (eval mode)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import wav2vec_jax
+from wav2vec_jax import losses, masking
+from wav2vec_jax.convert import export_hf
+import hf_reference as ref
+
+torch = ref.torch
+TOL = 1e-4
+
+
+def _max_diff(ours, theirs):
+  return float(np.max(np.abs(np.asarray(ours, np.float32) - theirs.detach().numpy())))
+
+
+@pytest.mark.parametrize("style", ["base", "large"])
+@pytest.mark.parametrize("architecture", ["Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_forward_parity(tmp_path, style, architecture, padded):
+  reference = ref.save_reference(tmp_path, style, architecture)
+  model, variables = wav2vec_jax.load_pretrained(str(tmp_path))
+  assert type(model).__name__ == architecture
+  waveform, mask = ref.padded_batch() if padded else ref.padded_batch(lengths=(8000, 8000, 8000))
+  torch_mask = torch.tensor(mask) if padded else None
+  with torch.no_grad():
+    theirs = reference.wav2vec2(torch.tensor(waveform), attention_mask=torch_mask)
+    their_logits = reference(torch.tensor(waveform), attention_mask=torch_mask).logits if "CTC" in architecture else None
+  ours = model.apply(variables, jnp.asarray(waveform), jnp.asarray(mask) if padded else None)
+  assert _max_diff(ours.last_hidden_state, theirs.last_hidden_state) <= TOL
+  assert _max_diff(ours.extract_features, theirs.extract_features) <= TOL
+  if their_logits is not None:
+    assert ours.logits.shape == tuple(their_logits.shape)
+    assert _max_diff(ours.logits, their_logits) <= TOL
+
+
+@pytest.mark.parametrize("style", ["base", "large"])
+def test_pretraining_loss_parity(tmp_path, style):
+  """Same mask and negatives, dropout off, quantizer in eval mode: contrastive and diversity terms match."""
+  reference = ref.save_reference(tmp_path, style, "Wav2Vec2ForPreTraining")
+  model, variables = wav2vec_jax.load_pretrained(str(tmp_path))
+  cfg = model.config
+  waveform, mask = ref.padded_batch(samples=16000, lengths=(16000, 12000, 16000))
+  frames = masking.conv_output_lengths(16000, cfg.conv_kernel, cfg.conv_stride)
+  frame_mask = masking.frame_mask_from_attention_mask(jnp.asarray(mask), frames, cfg.conv_kernel, cfg.conv_stride)
+  key_mask, key_neg = jax.random.split(jax.random.PRNGKey(3))
+  masked = masking.compute_time_mask(key_mask, frame_mask, cfg.mask_time_prob, cfg.mask_time_length,
+                                     cfg.mask_time_min_masks)
+  negatives = masking.sample_negatives(key_neg, masked.count, masked.valid, cfg.num_negatives)
+  outputs = model.apply(variables, jnp.asarray(waveform), jnp.asarray(mask), masked, method="pretrain")
+  loss, metrics = losses.pretraining_loss(cfg, outputs, negatives)
+
+  # The same negatives as transformers' flat indices into batch * frames.
+  positions, negatives_np = np.asarray(masked.positions), np.asarray(negatives)
+  count = int(masked.count)
+  hf_negatives = np.zeros((3, frames, cfg.num_negatives), np.int64)
+  for b in range(3):
+    for j in range(count):
+      hf_negatives[b, positions[b, j]] = b * frames + positions[b, negatives_np[b, j]]
+  hf_mask = torch.tensor(np.asarray(masked.mask))
+  with torch.no_grad():
+    theirs = reference(torch.tensor(waveform), attention_mask=torch.tensor(mask), mask_time_indices=hf_mask,
+                       sampled_negative_indices=torch.tensor(hf_negatives))
+    # In eval mode transformers' diversity term uses the hard code perplexity; the training term (fairseq's
+    # prob_perplexity) comes from the softmax of the same quantizer logits over the masked frames.
+    feats = reference.wav2vec2(torch.tensor(waveform), attention_mask=torch.tensor(mask),
+                               mask_time_indices=hf_mask).extract_features
+    logits = reference.quantizer.weight_proj(feats).view(-1, cfg.num_codevector_groups, cfg.num_codevectors_per_group)
+    prob_ppl = reference.quantizer._compute_perplexity(torch.softmax(logits, -1), hf_mask)  # pylint: disable=protected-access
+
+  n_masked = float(hf_mask.sum())
+  assert float(loss.num_masked) == n_masked == 3 * count
+  np.testing.assert_allclose(float(loss.contrastive), float(theirs.contrastive_loss), rtol=TOL)
+  np.testing.assert_allclose(float(metrics["codebook/code_perplexity"]), float(theirs.codevector_perplexity),
+                             rtol=TOL)
+  np.testing.assert_allclose(float(metrics["codebook/prob_perplexity"]), float(prob_ppl), rtol=TOL)
+  num_vars = cfg.num_codevectors
+  np.testing.assert_allclose(float(loss.diversity), float((num_vars - prob_ppl) / num_vars * n_masked), rtol=TOL)
+  hard_diversity = (num_vars - metrics["codebook/code_perplexity"]) / num_vars * n_masked
+  np.testing.assert_allclose(float(hard_diversity), float(theirs.diversity_loss), rtol=TOL)
+
+
+@pytest.mark.parametrize("style", ["base", "large"])
+def test_export_roundtrip_loads_in_transformers(tmp_path, style):
+  src, dst = tmp_path / "src", tmp_path / "dst"
+  ref.save_reference(src, style, "Wav2Vec2ForCTC", seed=1)
+  model, variables = wav2vec_jax.load_pretrained(str(src))
+  export_hf(str(dst), variables["params"], model.config, "Wav2Vec2ForCTC")
+  reloaded = ref.transformers.Wav2Vec2ForCTC.from_pretrained(str(dst)).eval()
+  waveform, mask = ref.padded_batch(seed=2)
+  with torch.no_grad():
+    theirs = reloaded(torch.tensor(waveform), attention_mask=torch.tensor(mask)).logits
+  ours = model.apply(variables, jnp.asarray(waveform), jnp.asarray(mask)).logits
+  assert _max_diff(ours, theirs) <= TOL
+  # Export -> import gives back exactly the same parameters.
+  _, again = wav2vec_jax.load_pretrained(str(dst))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, again["params"], variables["params"])
