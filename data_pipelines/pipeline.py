@@ -1,0 +1,313 @@
+"""The tf.data input pipeline: planned fixed-shape batches, decoded in parallel, with a resumable position.
+
+Data flow, per epoch e (every host computes the same global plan from lengths alone, cheap numpy):
+  checked index → [multilingual resampling, p_l ∝ (n_l/N)^α] → shuffle (seed, e) → length buckets → global batches
+  → this host's rows of each batch → tf.data: parallel decode (numpy_function), mixdown, resample, normalise,
+  crop/pad to the bucket shape, labels → prefetch.
+
+Why a global plan sliced per host instead of `ds.shard` before batching: every host must produce the same batch
+shape at the same step (a sharded train step needs one global shape), and a plan shared by all hosts guarantees it.
+Host p of P takes rows [p·B/P, (p+1)·B/P) of each global batch of B rows (B is a multiple of P), so the result
+equals `jax.make_array_from_process_local_data` of a single-host run's batch, and a run may resume on another
+number of hosts. The position is (epoch, step); restoring it rebuilds that epoch's plan and skips `step` batches
+without decoding them, so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+import dataclasses
+import hashlib
+import json
+import threading
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+from absl import logging
+
+from data_pipelines import audio as audio_lib
+from data_pipelines import batching, checks, sampling
+from data_pipelines.errors import AudioInputError, Counters, check_on_error
+from data_pipelines.sources import AudioIndex
+from wav2vec_jax.vocab import Vocab
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+  """Input pipeline settings (fairseq names in brackets)."""
+
+  mode: str = "pretrain"  # "pretrain": crop to bucket length, no padding, no labels; "finetune": pad, labels
+  sample_rate: int = 16_000  # target rate, Hz
+  batch_budget: int = 1_400_000  # samples per global batch [max_tokens × data-parallel devices]
+  batch_multiple: int = 1  # batch sizes are multiples of this (data-parallel devices; also of process_count)
+  max_batch_size: int | None = None  # [max_sentences]
+  num_buckets: int = 8  # the most distinct batch shapes (= compiles)
+  bucket_lengths: tuple[int, ...] = ()  # explicit bucket lengths instead of the data-driven choice
+  min_sample_size: int = 32_000  # [min_sample_size]; BASE and LARGE recipes use 32k
+  max_sample_size: int = 250_000  # [max_sample_size]; pre-training crops to it, fine-tuning drops longer clips
+  normalize: bool = False  # per-utterance zero mean / unit variance (LARGE/XLSR: True)
+  allow_resample: bool = True  # False: another sample rate is bad input
+  mono_mixdown: bool = True  # False: multichannel is bad input
+  shuffle: bool = True
+  seed: int = 0
+  drop_remainder: bool = True  # False: last partial batch of each bucket is filled with empty rows (mask 0)
+  num_epochs: int | None = None  # None: repeat forever
+  on_error: str = "skip"  # bad input: "skip" (count) or "raise"
+  on_unknown: str = "raise"  # out-of-vocabulary characters: "raise" (bad input) or "unk"
+  label_multiple: int = 8  # label slots rounded up to a multiple of this
+  multilingual_alpha: float | None = None  # resample languages with p_l ∝ (n_l/N)^α (XLSR: 0.5); None: as is
+  size_by: str = "utterances"  # n_l counts "utterances" (fairseq) or "samples" (the paper's hours)
+  num_parallel_calls: int = -1  # decode parallelism; -1 = tf.data.AUTOTUNE
+  prefetch: int = 4  # batches prefetched
+  use_tf_data: bool = True  # False: plain Python loop (same batches; for debugging and tests)
+
+  @classmethod
+  def from_dict(cls, config: Mapping[str, Any]) -> "InputConfig":
+    """Builds the config from a dict or `ml_collections.ConfigDict` (lists become tuples; unknown keys fail)."""
+    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _hide_gpus_from_tensorflow(tf) -> None:
+  try:  # TF must not take accelerator memory that JAX needs
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # already initialised; nothing to do
+    pass
+
+
+class InputIterator:
+  """Iterates over one host's batches: dicts of numpy arrays.
+
+  Each batch has
+    waveform `[B, S]` float32, attention_mask `[B, S]` int32 (1 = real sample), language `[B]` int32 (-1: empty
+    row), and in fine-tuning mode labels `[B, L]` int32 (0-padded) and label_lengths `[B]` int32,
+  where `(B, S)` is one of `self.shapes` and `B = batch_size / process_count`.
+  """
+
+  def __init__(self, index: AudioIndex, config: InputConfig, *, vocab: Vocab | None = None, process_index: int = 0,
+               process_count: int = 1):
+    self.config = config
+    check_on_error(config.on_error)
+    if config.mode not in ("pretrain", "finetune"):
+      raise ValueError(f"mode must be 'pretrain' or 'finetune', got {config.mode!r}")
+    if config.mode == "finetune" and vocab is None:
+      raise ValueError("fine-tuning needs a vocabulary for the labels")
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    self.process_index, self.process_count = process_index, process_count
+    self._crop = config.mode == "pretrain"
+    self._counters = Counters()
+    self.data = checks.check_index(
+        index, counters=self._counters, on_error=config.on_error, target_sample_rate=config.sample_rate,
+        allow_resample=config.allow_resample, mono_mixdown=config.mono_mixdown,
+        min_sample_size=max(config.min_sample_size, audio_lib.RECEPTIVE_FIELD),
+        max_sample_size=None if self._crop else config.max_sample_size,
+        vocab=vocab if config.mode == "finetune" else None, on_unknown=config.on_unknown)
+    if len(self.data.index) == 0:
+      raise ValueError(f"no usable utterances left after checks and filters: {self._counters.as_dict()}")
+    label_counts = None if self.data.labels is None else np.asarray([len(x) for x in self.data.labels])
+    self.spec = batching.make_buckets(
+        self.data.num_samples, crop=self._crop, batch_budget=config.batch_budget, num_buckets=config.num_buckets,
+        lengths=config.bucket_lengths, max_sample_size=config.max_sample_size if self._crop else None,
+        batch_multiple=int(np.lcm(config.batch_multiple, process_count)), max_batch_size=config.max_batch_size,
+        label_lengths=label_counts, label_multiple=config.label_multiple)
+    self._bucket_of = self.spec.assign(self.data.num_samples)
+    self._counters.add("filtered/no_bucket", int(np.sum(self._bucket_of < 0)))
+    self.languages = tuple(sorted(set(self.data.index.languages)))
+    self._language_ids = np.searchsorted(self.languages, np.asarray(self.data.index.languages, dtype=object))
+    self.language_sizes = sampling.language_sizes(self.data.index.languages, self.data.num_samples, config.size_by)
+    alpha = 1.0 if config.multilingual_alpha is None else config.multilingual_alpha
+    self.language_probabilities = sampling.language_probabilities(self.language_sizes, alpha)
+    self._fingerprint = self._make_fingerprint()
+    self._lock = threading.Lock()
+    self._epoch, self._step = 0, 0
+    self._plan_lock = threading.Lock()
+    self._plans: dict[int, batching.EpochPlan] = {}
+    self._batches: Iterator | None = None
+    self._pending_error: AudioInputError | None = None
+
+  # ---- shapes, plans and state ----
+  @property
+  def shapes(self) -> tuple[tuple[int, int], ...]:
+    """This host's possible `(batch, samples)` waveform shapes (`batch = global batch / process_count`)."""
+    return tuple((b // self.process_count, s) for b, s in self.spec.shapes)
+
+  def epoch_plan(self, epoch: int) -> batching.EpochPlan:
+    """The global batches of `epoch` (identical on every host)."""
+    with self._plan_lock:
+      if epoch in self._plans:
+        return self._plans[epoch]
+      cfg = self.config
+      items = np.arange(len(self.data.index))
+      if cfg.multilingual_alpha is not None:
+        probs = [self.language_probabilities[name] for name in self.languages]
+        items = sampling.sample_epoch(self._language_ids, probs, np.random.default_rng([cfg.seed, epoch, 0]))
+      rng = np.random.default_rng([cfg.seed, epoch, 1]) if cfg.shuffle else None
+      plan = batching.plan_epoch(items, self._bucket_of[items], self.spec, rng=rng, drop_remainder=cfg.drop_remainder)
+      if len(plan) == 0:
+        raise ValueError(f"epoch {epoch} has no batch: shapes {self.spec.shapes} need more utterances than the "
+                         f"{len(items)} available; lower batch_budget or set drop_remainder=False")
+      self._plans = {e: p for e, p in self._plans.items() if e >= epoch - 1}  # the decode thread runs ahead
+      self._plans[epoch] = plan
+      return plan
+
+  def get_state(self) -> dict[str, Any]:
+    """The position: `{"epoch", "step", "fingerprint", "counters"}` (small, JSON-serialisable, for Orbax)."""
+    with self._lock:
+      return {"epoch": self._epoch, "step": self._step, "fingerprint": self._fingerprint,
+              "counters": self._counters.as_dict()}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    """Moves to a position from `get_state`; the next batch is the one that followed it.
+
+    Raises:
+      ValueError: the state comes from a different dataset or batching configuration.
+    """
+    if state.get("fingerprint") != self._fingerprint:
+      raise ValueError("input state was saved for another dataset, seed or batching configuration "
+                       f"({state.get('fingerprint')} != {self._fingerprint})")
+    with self._lock:
+      self._epoch, self._step = int(state["epoch"]), int(state["step"])
+      self._counters = Counters(state.get("counters", {}))
+      self._batches = None
+
+  def counters(self) -> dict[str, int]:
+    """Counts so far: `index/*`, `skipped/<kind>`, `filtered/*`, `input/*`, `language/<name>/utterances`."""
+    return self._counters.as_dict()
+
+  def _make_fingerprint(self) -> str:
+    cfg = dataclasses.asdict(self.config)
+    for key in ("num_parallel_calls", "prefetch", "use_tf_data", "num_epochs"):
+      cfg.pop(key)
+    h = hashlib.sha1(json.dumps([cfg, dataclasses.asdict(self.spec)], sort_keys=True, default=str).encode())
+    h.update("\n".join(self.data.index.ids).encode())
+    return h.hexdigest()[:16]
+
+  # ---- decoding one planned batch ----
+  def _host_rows(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
+    per_host = rows.size // self.process_count
+    start = self.process_index * per_host
+    return rows[start:start + per_host], start
+
+  def load_batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
+    """Decodes this host's rows of global batch `step` of `epoch` (eagerly, outside tf.data)."""
+    plan = self.epoch_plan(epoch)
+    rows, offset = self._host_rows(plan.rows[step])
+    return self._assemble(*self._load(epoch, step, int(plan.buckets[step]), rows, offset))[0]
+
+  def _load(self, epoch, step, bucket, rows, row_offset):
+    cfg, data = self.config, self.data
+    size = self.spec.lengths[bucket]
+    wave = np.zeros((rows.size, size), np.float32)
+    mask = np.zeros((rows.size, size), np.int32)
+    language = np.full(rows.size, -1, np.int32)
+    errors = np.zeros(rows.size, np.int32)
+    slots = self.spec.label_lengths[bucket] if self.spec.label_lengths else 0
+    labels = np.zeros((rows.size, slots), np.int32)
+    label_lengths = np.zeros(rows.size, np.int32)
+    for r, item in enumerate(rows.tolist()):
+      if item < 0:
+        continue
+      try:
+        audio, rate = data.index.reader.read(item)
+        x = audio_lib.postprocess(audio, rate, name=data.index.name(item), target_sample_rate=cfg.sample_rate,
+                                  allow_resample=cfg.allow_resample, mono_mixdown=cfg.mono_mixdown,
+                                  normalize_audio=cfg.normalize)
+      except AudioInputError as e:
+        if cfg.on_error == "raise":
+          self._pending_error = self._pending_error or e
+          raise
+        logging.warning("Skipping bad input (row left empty): %s", e)
+        errors[r] = 1
+        continue
+      offset = 0
+      if self._crop:  # seeded per (epoch, step, global row): independent of threads and of the host count
+        offset = audio_lib.crop_offset(x.shape[0], size, np.random.default_rng([cfg.seed, epoch, step, row_offset + r]))
+      wave[r], mask[r] = audio_lib.crop_or_pad(x, size, offset)
+      language[r] = self._language_ids[item]
+      if data.labels is not None:
+        label_lengths[r] = data.labels[item].size
+        labels[r, :label_lengths[r]] = data.labels[item]
+    return wave, mask, language, labels, label_lengths, errors
+
+  def _assemble(self, wave, mask, language, labels, label_lengths, errors) -> tuple[dict[str, np.ndarray], Any]:
+    batch = {"waveform": wave, "attention_mask": mask, "language": language}
+    if not self._crop:
+      batch["labels"], batch["label_lengths"] = labels, label_lengths
+    return batch, errors
+
+  def _count(self, batch: dict[str, np.ndarray], errors: np.ndarray) -> None:
+    c, mask, language = self._counters, batch["attention_mask"], batch["language"]
+    c.add("input/batches")
+    c.add("input/utterances", int(np.sum(language >= 0)))
+    c.add("input/audio_samples", int(mask.sum()))
+    c.add("input/padded_samples", int(mask.size - mask.sum()))
+    c.add("skipped/decode_error", int(errors.sum()))
+    for lang, n in zip(*np.unique(language[language >= 0], return_counts=True)):
+      c.add(f"language/{self.languages[lang]}/utterances", int(n))
+    return batch
+
+  # ---- iteration ----
+  def _schedule(self, epoch: int, step: int):
+    """Yields (epoch, step, bucket, host rows, row offset) from a position on."""
+    while self.config.num_epochs is None or epoch < self.config.num_epochs:
+      plan = self.epoch_plan(epoch)
+      for s in range(step, len(plan)):
+        rows, offset = self._host_rows(plan.rows[s])
+        yield epoch, s, int(plan.buckets[s]), rows, offset
+      epoch, step = epoch + 1, 0
+
+  def _tf_batches(self, epoch: int, step: int) -> Iterator:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    _hide_gpus_from_tensorflow(tf)
+    scalar = tf.TensorSpec((), tf.int64)
+    ds = tf.data.Dataset.from_generator(lambda: self._schedule(epoch, step),
+                                        output_signature=(scalar, scalar, scalar, tf.TensorSpec((None,), tf.int64),
+                                                          scalar))
+    tout = (tf.float32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int32)
+    load = lambda *a: tuple(tf.numpy_function(lambda *x: self._load(*(int(v) for v in x[:3]), x[3], int(x[4])),
+                                              a, tout, stateful=False))
+    parallel = tf.data.AUTOTUNE if self.config.num_parallel_calls < 0 else self.config.num_parallel_calls
+    ds = ds.map(load, num_parallel_calls=parallel, deterministic=True).prefetch(self.config.prefetch)
+    return ds.as_numpy_iterator()
+
+  def __iter__(self) -> "InputIterator":
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._batches is None:
+      if self.config.use_tf_data:
+        self._batches = self._tf_batches(self._epoch, self._step)
+      else:
+        self._batches = (self._load(*job[:3], job[3], job[4]) for job in self._schedule(self._epoch, self._step))
+    try:
+      arrays = next(self._batches)
+    except StopIteration:
+      raise
+    except Exception as e:  # tf.errors.OpError from inside the decode: surface the clean AudioInputError
+      if self._pending_error is not None:
+        raise self._pending_error from e
+      raise
+    with self._lock:
+      batch, errors = self._assemble(*arrays)
+      self._count(batch, errors)
+      self._step += 1
+      if self._step >= len(self.epoch_plan(self._epoch)):
+        self._epoch, self._step = self._epoch + 1, 0
+    return batch
+
+
+def make_iterator(index: AudioIndex, config: InputConfig | Mapping[str, Any], *, vocab: Vocab | None = None,
+                  process_index: int = 0, process_count: int = 1) -> InputIterator:
+  """Builds the input iterator for one host.
+
+  Args:
+    index: the utterances (from `sources`, `manifest` or `tfds_source`; `sources.concat` for several corpora).
+    config: an `InputConfig`, or a dict / ConfigDict of its fields.
+    vocab: the CTC vocabulary (fine-tuning).
+    process_index: this host (`jax.process_index()`).
+    process_count: hosts (`jax.process_count()`).
+
+  Returns:
+    The `InputIterator` (batches: dicts of numpy arrays, see its docstring).
+  """
+  if not isinstance(config, InputConfig):
+    config = InputConfig.from_dict(config)
+  return InputIterator(index, config, vocab=vocab, process_index=process_index, process_count=process_count)
