@@ -64,7 +64,8 @@ def write_librispeech_folder(
   """Writes `root/split/SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.<ext>` files and `SPEAKER-CHAPTER.trans.txt`.
 
   Speaker ids are 100·(language number + 1) + speaker number, so the language is recoverable from the id
-  (`language_of`). Returns the written utterances in id order.
+  (`language_of`); `root/SPEAKERS.txt` lists each speaker's LANG as the generated corpus does. Returns the written
+  utterances in id order.
   """
   rng = np.random.default_rng(seed)
   out = []
@@ -85,6 +86,11 @@ def write_librispeech_folder(
         out.append(Utterance(uid, path, text, lang, n, sample_rate))
       with open(os.path.join(folder, f"{speaker}-{chapter}.trans.txt"), "w", encoding="utf-8") as f:
         f.writelines(lines)
+  with open(os.path.join(os.fspath(root), "SPEAKERS.txt"), "a", encoding="utf-8") as f:
+    if f.tell() == 0:
+      f.write(";ID  |LANG|SPLIT\n")
+    for li, lang in enumerate(languages):
+      f.writelines(f"{100 * (li + 1) + s:<5}|{lang:<4}|{split}\n" for s in range(speakers_per_language))
   return sorted(out, key=lambda u: u.id)
 
 
