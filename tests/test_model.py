@@ -1,0 +1,161 @@
+"""Model structure and behaviour: parameter counts, logical axes, scan, padding, failure paths, randomness."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import wav2vec_jax
+from wav2vec_jax import convert, losses, masking, partitioning
+from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant
+from wav2vec_jax.models.quantizer import GumbelQuantizer
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize("variant,expected", [("base", 95_044_608), ("large", 317_390_592), ("xlsr_53", 317_390_592)])
+def test_parameter_counts_match_transformers(variant, expected):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  cfg = get_variant(variant)
+  ours = _count(convert.abstract_params(Wav2Vec2ForPreTraining(cfg)))
+  with torch.device("meta"):  # no memory, no init
+    theirs = transformers.Wav2Vec2ForPreTraining(
+        transformers.Wav2Vec2Config(**cfg.to_hf_dict("Wav2Vec2ForPreTraining")))
+  assert ours == sum(p.numel() for p in theirs.parameters()) == expected
+
+
+@pytest.mark.parametrize("scan", [False, True])
+@pytest.mark.parametrize("model_class", [Wav2Vec2ForPreTraining, Wav2Vec2ForCTC])
+def test_every_parameter_has_known_logical_axis_names(scan, model_class):
+  model = model_class(get_variant("base", scan_layers=scan))
+  boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 16000)))
+  assert partitioning.unknown_axis_names(boxed) == {}
+  if scan:  # stacked layers carry the "layers" axis name
+    layer_kernel = boxed["params"]["wav2vec2"]["encoder"]["layers"]["attention"]["q_proj"]["kernel"]
+    assert layer_kernel.names == ("layers", "embed", "heads", "head_dim")
+
+
+def _tiny(model_class=Wav2Vec2ForCTC, **overrides):
+  model = model_class(get_variant("tiny", **overrides))
+  variables = nn.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16000))))
+  return model, variables
+
+
+def test_scan_matches_unrolled_layers():
+  model, variables = _tiny()
+  scanned = Wav2Vec2ForCTC(get_variant("tiny", scan_layers=True, remat_policy="full"))
+  stacked = convert.stack_layers(jax.tree_util.tree_map(np.asarray, variables["params"]), model.config.num_layers)
+  waveform = jax.random.normal(jax.random.PRNGKey(1), (2, 8000))
+  expected = model.apply(variables, waveform).logits
+  np.testing.assert_allclose(scanned.apply({"params": stacked}, waveform).logits, expected, atol=1e-5)
+
+
+def test_audio_shorter_than_receptive_field_is_a_clear_error():
+  model, variables = _tiny()
+  with pytest.raises(ValueError, match="receptive field of 400 samples"):
+    model.apply(variables, jnp.zeros((1, 399)))
+  # 400 samples is exactly one frame.
+  assert model.apply(variables, jnp.zeros((1, 400))).logits.shape == (1, 1, model.config.vocab_size)
+
+
+def test_all_padding_and_too_short_rows_are_finite_and_leave_other_rows_alone():
+  model, variables = _tiny()
+  waveform = jax.random.normal(jax.random.PRNGKey(1), (3, 8000))
+  mask = jnp.stack([jnp.ones(8000), jnp.zeros(8000), (jnp.arange(8000) < 300)]).astype(jnp.int32)
+  out = model.apply(variables, waveform * mask, mask)
+  assert np.isfinite(np.asarray(out.logits)).all()
+  assert out.frame_mask[1].sum() == 0 and out.frame_mask[2].sum() == 0  # 300 samples < 400: no frame
+  alone = model.apply(variables, waveform[:1], mask[:1])
+  np.testing.assert_allclose(out.logits[0], alone.logits[0], atol=1e-5)
+
+
+def test_pretraining_loss_ignores_all_padding_rows():
+  model, variables = _tiny(Wav2Vec2ForPreTraining)
+  cfg = model.config
+  waveform = jax.random.normal(jax.random.PRNGKey(1), (2, 16000))
+  mask = jnp.stack([jnp.ones(16000), jnp.zeros(16000)]).astype(jnp.int32)
+  frame_mask = masking.frame_mask_from_attention_mask(mask, 49, cfg.conv_kernel, cfg.conv_stride)
+  masked = masking.compute_time_mask(jax.random.PRNGKey(2), frame_mask, 0.65, 10, 2)
+  assert int(masked.valid[1].sum()) == 0 and int(masked.count) > 0
+  negatives = masking.sample_negatives(jax.random.PRNGKey(3), masked.count, masked.valid, cfg.num_negatives)
+  outputs = model.apply(variables, waveform, mask, masked, method="pretrain")
+  loss, metrics = losses.pretraining_loss(cfg, outputs, negatives)
+  assert float(loss.num_masked) == int(masked.count)
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_layerdrop_is_drawn_per_step_inside_jit():
+  zero_dropout = dict(hidden_dropout=0.0, attention_dropout=0.0, dropout_input=0.0, final_dropout=0.0,
+                      mask_time_prob=0.0)
+  model, variables = _tiny(layerdrop=0.5, **zero_dropout)
+  waveform = jax.random.normal(jax.random.PRNGKey(1), (1, 8000))
+  apply = jax.jit(lambda key: model.apply(variables, waveform, deterministic=False, rngs={"dropout": key}).logits)
+  outputs = {np.asarray(apply(jax.random.PRNGKey(i))).tobytes() for i in range(8)}
+  assert len(outputs) > 1  # different keys drop different layers in the same compiled function
+  no_drop, no_drop_vars = _tiny(layerdrop=0.0, **zero_dropout)
+  a = no_drop.apply(no_drop_vars, waveform, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)}).logits
+  np.testing.assert_allclose(a, no_drop.apply(no_drop_vars, waveform).logits, atol=1e-6)
+
+
+def test_gumbel_quantizer_is_hard_in_training_with_gradients():
+  model, variables = _tiny(Wav2Vec2ForPreTraining)
+  q = GumbelQuantizer(model.config)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, model.config.conv_dim[-1]))
+  valid = jnp.ones((2, 5), bool)
+  qvars = {"params": variables["params"]["quantizer"]}
+
+  def quantize(params):
+    return q.apply({"params": params}, x, valid, 2.0, False, rngs={"gumbel": jax.random.PRNGKey(2)})
+
+  out = quantize(qvars["params"])
+  codebook = np.asarray(qvars["params"]["codevectors"])
+  expected = np.concatenate([codebook[g][np.asarray(out.codes)[..., g]] for g in range(codebook.shape[0])], -1)
+  np.testing.assert_allclose(out.quantized, expected, atol=1e-6)  # exactly one codevector per group
+  grads = jax.grad(lambda p: jnp.sum(quantize(p).quantized ** 2))(qvars["params"])
+  assert float(jnp.abs(grads["weight_proj"]["kernel"]).sum()) > 0  # straight-through gradient reaches the logits
+
+
+@pytest.mark.parametrize("mult", [0.1, 0.0])
+def test_feature_grad_mult_scales_conv_gradients(mult):
+  waveform = jax.random.normal(jax.random.PRNGKey(1), (1, 8000))
+
+  def conv_grads(feature_grad_mult):
+    model, variables = _tiny(feature_grad_mult=feature_grad_mult)
+    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, waveform).logits ** 2))(variables["params"])
+    return grads["wav2vec2"]["feature_extractor"]
+
+  full, scaled = conv_grads(1.0), conv_grads(mult)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(b, mult * a, rtol=1e-4, atol=1e-7), full, scaled)
+
+
+def test_bfloat16_compute_is_finite_and_close():
+  model, variables = _tiny()
+  bf16 = Wav2Vec2ForCTC(model.config.replace(dtype="bfloat16"))
+  waveform = jax.random.normal(jax.random.PRNGKey(1), (2, 8000))
+  ref, low = model.apply(variables, waveform).logits, bf16.apply(variables, waveform).logits
+  assert low.dtype == jnp.float32 and np.isfinite(np.asarray(low)).all()
+  assert float(jnp.max(jnp.abs(ref - low))) < 0.1 * float(jnp.max(jnp.abs(ref))) + 0.05
+
+
+@pytest.mark.parametrize("scan_on_load", [False, True])
+def test_save_and_load_own_checkpoint(tmp_path, scan_on_load):
+  model, variables = _tiny()
+  wav2vec_jax.save_pretrained(str(tmp_path), model, variables)
+  loaded, loaded_vars = wav2vec_jax.load_pretrained(str(tmp_path), scan_layers=scan_on_load)
+  assert loaded.config.scan_layers == scan_on_load
+  waveform = jax.random.normal(jax.random.PRNGKey(1), (1, 8000))
+  np.testing.assert_allclose(loaded.apply(loaded_vars, waveform).logits, model.apply(variables, waveform).logits,
+                             atol=1e-5)
+
+
+def test_config_typo_is_a_clear_error():
+  with pytest.raises(ValueError, match="no field"):
+    get_variant("base", hiden_size=10)
+  with pytest.raises(ValueError, match="Unknown model variant"):
+    get_variant("bsae")
+  with pytest.raises(ValueError, match="feat_extract_norm"):
+    get_variant("base", feat_extract_norm="batch")
