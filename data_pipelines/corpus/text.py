@@ -155,9 +155,11 @@ def build_lexicons(codes: tuple[str, ...]) -> dict[str, Lexicon]:
   env = dict(os.environ, PYTHONHASHSEED="0",
              PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
   program = f"import sys; from {__name__} import _print_lexicons; _print_lexicons(sys.argv[1:])"
-  out = subprocess.run([sys.executable, "-c", program, *codes], env=env, check=True, capture_output=True,
-                       encoding="utf-8").stdout
-  return {code: Lexicon(**{k: tuple(v) for k, v in fields.items()}) for code, fields in json.loads(out).items()}
+  result = subprocess.run([sys.executable, "-c", program, *codes], env=env, capture_output=True, encoding="utf-8")
+  if result.returncode:
+    raise RuntimeError(f"building the lexicons of {codes} failed:\n{result.stderr}")
+  lexicons = json.loads(result.stdout)
+  return {code: Lexicon(**{k: tuple(v) for k, v in fields.items()}) for code, fields in lexicons.items()}
 
 
 @dataclasses.dataclass(frozen=True)
