@@ -96,14 +96,19 @@ def read_audio(source: Source, *, name: str | None = None) -> tuple[np.ndarray, 
     AudioInputError: kind "empty_file", "unreadable" (no usable header) or "decode_error" (truncated/corrupt body).
   """
   name = _name(source, name)
-  info = audio_info(source, name=name)
+  _check_not_empty(source, name)
   try:
-    audio, sample_rate = sf.read(_open(source), dtype="float32", always_2d=True)
+    f = sf.SoundFile(_open(source))
   except Exception as e:
-    raise AudioInputError("decode_error", name, f"decoding failed, file truncated or corrupt? ({e})") from e
-  if audio.shape[0] == 0 and info.frames > 0:
-    raise AudioInputError("decode_error", name, f"header promises {info.frames} frames but none decoded")
-  return audio, int(sample_rate)
+    raise AudioInputError("unreadable", name, f"cannot read the audio header ({e})") from e
+  with f:
+    try:
+      audio = f.read(dtype="float32", always_2d=True)
+    except Exception as e:
+      raise AudioInputError("decode_error", name, f"decoding failed, file truncated or corrupt? ({e})") from e
+    if audio.shape[0] == 0 and f.frames > 0:
+      raise AudioInputError("decode_error", name, f"header promises {f.frames} frames but none decoded")
+    return audio, int(f.samplerate)
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
@@ -116,7 +121,9 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     `[frames]` float32.
   """
   audio = np.asarray(audio, np.float32)
-  return audio.mean(axis=1) if audio.ndim == 2 else audio
+  if audio.ndim == 1:
+    return audio
+  return audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1)
 
 
 def resampled_length(frames: int | np.ndarray, orig_sample_rate: int | np.ndarray, target_sample_rate: int = TARGET_SAMPLE_RATE):
