@@ -1,4 +1,4 @@
-"""Tests of the generated multilingual corpus (data_pipelines.corpus): layout, splits, text, audio, determinism, cache."""
+"""Tests of the generated corpus (data_pipelines.corpus): layout, splits, text, audio, determinism, cache."""
 
 import dataclasses
 import hashlib

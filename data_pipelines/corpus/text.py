@@ -92,7 +92,8 @@ def normalize_transcript(text: str, language: Language) -> str:
   words = []
   for token in _SEPARATORS.split(text):
     # str.upper maps ß to SS, which is also how it sounds; NFC again because upper() can decompose.
-    word = unicodedata.normalize("NFC", token.strip(string.punctuation + "«»„“”¡¿…").upper()).strip(APOSTROPHE)
+    word = token.strip(string.punctuation + "«»„“”¡¿…").upper()
+    word = unicodedata.normalize("NFC", word).strip(APOSTROPHE)
     if not word or not set(word) <= allowed:
       continue
     if len(word) == 1 and word not in language.one_letter_words:
