@@ -76,8 +76,9 @@ class InputIterator:
   """Iterates over one host's batches: dicts of numpy arrays.
 
   Each batch has
-    waveform `[B, S]` float32, attention_mask `[B, S]` int32 (1 = real sample), language `[B]` int32 (-1: empty
-    row), and in fine-tuning mode labels `[B, L]` int32 (0-padded) and label_lengths `[B]` int32,
+    waveform `[B, S]` float32, attention_mask `[B, S]` int32 (1 = real sample), language `[B]` int32 (index into
+    `languages`; -1: empty row), utterance `[B]` int32 (position in `data.index`, -1: empty row), and in
+    fine-tuning mode labels `[B, L]` int32 (0-padded) and label_lengths `[B]` int32,
   where `(B, S)` is one of `self.shapes` and `B = batch_size / process_count`.
   """
 
@@ -122,6 +123,7 @@ class InputIterator:
     self._plans: dict[int, batching.EpochPlan] = {}
     self._batches: Iterator | None = None
     self._pending_error: AudioInputError | None = None
+    self.epoch_plan(0)  # fail now, not inside a tf.data thread, if the data cannot fill a single batch
 
   # ---- shapes, plans and state ----
   @property
@@ -225,10 +227,11 @@ class InputIterator:
       if data.labels is not None:
         label_lengths[r] = data.labels[item].size
         labels[r, :label_lengths[r]] = data.labels[item]
-    return wave, mask, language, labels, label_lengths, errors
+    utterance = np.where(errors > 0, -1, rows).astype(np.int32)
+    return wave, mask, language, utterance, labels, label_lengths, errors
 
-  def _assemble(self, wave, mask, language, labels, label_lengths, errors) -> tuple[dict[str, np.ndarray], Any]:
-    batch = {"waveform": wave, "attention_mask": mask, "language": language}
+  def _assemble(self, wave, mask, language, utterance, labels, label_lengths, errors):
+    batch = {"waveform": wave, "attention_mask": mask, "language": language, "utterance": utterance}
     if not self._crop:
       batch["labels"], batch["label_lengths"] = labels, label_lengths
     return batch, errors
@@ -242,7 +245,6 @@ class InputIterator:
     c.add("skipped/decode_error", int(errors.sum()))
     for lang, n in zip(*np.unique(language[language >= 0], return_counts=True)):
       c.add(f"language/{self.languages[lang]}/utterances", int(n))
-    return batch
 
   # ---- iteration ----
   def _schedule(self, epoch: int, step: int):
@@ -261,7 +263,7 @@ class InputIterator:
     ds = tf.data.Dataset.from_generator(lambda: self._schedule(epoch, step),
                                         output_signature=(scalar, scalar, scalar, tf.TensorSpec((None,), tf.int64),
                                                           scalar))
-    tout = (tf.float32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int32)
+    tout = (tf.float32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int32)
     load = lambda *a: tuple(tf.numpy_function(lambda *x: self._load(*(int(v) for v in x[:3]), x[3], int(x[4])),
                                               a, tout, stateful=False))
     parallel = tf.data.AUTOTUNE if self.config.num_parallel_calls < 0 else self.config.num_parallel_calls

@@ -1,0 +1,195 @@
+"""The tf.data pipeline end to end on folders the tests write: shapes, masks, labels, determinism, resuming,
+per-host slicing, bad input at decode time, and multilingual sampling frequencies."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipelines import audio, pipeline, sampling, sources, synthetic
+from data_pipelines.errors import AudioInputError
+from wav2vec_jax.vocab import Vocab
+
+tf.config.set_visible_devices([], "GPU")
+LANGS = ("en", "fr", "de")
+BASE = pipeline.InputConfig(batch_budget=40_000, num_buckets=3, min_sample_size=2_000, max_sample_size=12_000,
+                            seed=3, prefetch=2)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("pipe"))
+  utts = synthetic.write_librispeech_folder(root, split="train", languages=LANGS, speakers_per_language=2,
+                                            utterances_per_speaker=6, seconds=(0.15, 1.2), seed=5)
+  return root, utts
+
+
+@pytest.fixture(scope="module")
+def index(folder):
+  return sources.librispeech_folder(folder[0], "train")
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def _assert_same(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def test_pretrain_fixed_shapes_no_padding_same_in_tf_data_and_eager(index):
+  it_tf = pipeline.make_iterator(index, BASE)
+  it_py = pipeline.make_iterator(index, dataclasses.replace(BASE, use_tf_data=False))
+  steps = len(it_tf.epoch_plan(0)) + 2  # crosses an epoch boundary
+  got_tf, got_py = _take(it_tf, steps), _take(it_py, steps)
+  _assert_same(got_tf, got_py)
+  assert len(it_tf.shapes) <= 3
+  for b in got_tf:
+    assert b["waveform"].dtype == np.float32 and b["attention_mask"].dtype == np.int32
+    assert b["waveform"].shape in it_tf.shapes and b["attention_mask"].shape == b["waveform"].shape
+    assert (b["attention_mask"] == 1).all()  # crop to the bucket: no padding in pre-training
+    assert "labels" not in b and b["language"].shape == (b["waveform"].shape[0],)
+  # Each row is a crop of its utterance: find the window in the decoded file.
+  b = got_tf[0]
+  wave = audio.load_waveform(it_tf.data.index.name(b["utterance"][0]))
+  size = b["waveform"].shape[1]
+  windows = np.lib.stride_tricks.sliding_window_view(wave, size)
+  assert np.any(np.all(np.abs(windows - b["waveform"][0]) < 1e-6, axis=1))
+  assert it_tf.counters()["input/padded_samples"] == 0 and it_tf.get_state()["epoch"] == 1
+
+
+def test_finetune_pads_and_encodes_labels(index, folder):
+  vocab = Vocab.from_transcripts(u.text for u in folder[1])
+  cfg = dataclasses.replace(BASE, mode="finetune", max_sample_size=20_000, shuffle=False, drop_remainder=False,
+                            num_epochs=1, normalize=True)
+  it = pipeline.make_iterator(index, cfg, vocab=vocab)
+  seen = []
+  for b in it:
+    assert set(b) == {"waveform", "attention_mask", "language", "utterance", "labels", "label_lengths"}
+    assert b["labels"].dtype == np.int32 and b["labels"].shape[1] % 8 == 0
+    for r, u in enumerate(b["utterance"]):
+      if u < 0:
+        assert b["attention_mask"][r].sum() == 0 and b["label_lengths"][r] == 0
+        continue
+      seen.append(int(u))
+      wave = audio.load_waveform(it.data.index.name(u), normalize_audio=True)
+      n = wave.shape[0]
+      assert b["attention_mask"][r].sum() == n and b["attention_mask"][r, :n].all()
+      np.testing.assert_allclose(b["waveform"][r, :n], wave, atol=1e-6)
+      assert (b["waveform"][r, n:] == 0).all()
+      assert vocab.decode(b["labels"][r, :b["label_lengths"][r]]) == it.data.index.transcripts[u]
+      assert LANGS[["en", "fr", "de"].index(it.languages[b["language"][r]])] == it.data.index.languages[u]
+  assert sorted(seen) == list(range(len(it.data.index)))  # one epoch, no drop: every utterance once
+
+
+def test_same_seed_same_batches_other_seed_differs(index):
+  a = _take(pipeline.make_iterator(index, BASE), 5)
+  b = _take(pipeline.make_iterator(index, BASE), 5)
+  _assert_same(a, b)
+  c = _take(pipeline.make_iterator(index, dataclasses.replace(BASE, seed=4)), 5)
+  assert any(x["waveform"].shape != y["waveform"].shape or not np.array_equal(x["waveform"], y["waveform"])
+             for x, y in zip(a, c))
+
+
+@pytest.mark.parametrize("use_tf_data", [True, False])
+def test_restore_position_continues_identically(index, use_tf_data):
+  cfg = dataclasses.replace(BASE, use_tf_data=use_tf_data)
+  reference = pipeline.make_iterator(index, cfg)
+  steps = len(reference.epoch_plan(0))
+  expected = _take(reference, 2 * steps + 1)
+  for cut in (3, steps - 1, steps + 2):  # mid-epoch, last batch of an epoch, next epoch
+    it = pipeline.make_iterator(index, cfg)
+    _take(it, cut)
+    state = json.loads(json.dumps(it.get_state()))  # what Orbax would store
+    resumed = pipeline.make_iterator(index, cfg)
+    resumed.set_state(state)
+    _assert_same(_take(resumed, 4), expected[cut:cut + 4])
+    assert resumed.counters()["input/batches"] == cut + 4
+  it = pipeline.make_iterator(index, cfg)
+  it.set_state(reference.get_state())
+  next(it)
+  it.set_state({**reference.get_state(), "epoch": 0, "step": 1})  # rewinding works too
+  _assert_same([next(it)], expected[1:2])
+  other = pipeline.make_iterator(index, dataclasses.replace(cfg, seed=99))
+  with pytest.raises(ValueError, match="another dataset, seed or batching"):
+    other.set_state(reference.get_state())
+
+
+def test_hosts_take_slices_of_the_same_global_batch(index):
+  cfg = dataclasses.replace(BASE, batch_multiple=2)
+  single = _take(pipeline.make_iterator(index, cfg), 4)
+  hosts = [_take(pipeline.make_iterator(index, cfg, process_index=p, process_count=2), 4) for p in range(2)]
+  for step in range(4):
+    for key in single[step]:
+      np.testing.assert_array_equal(np.concatenate([hosts[0][step][key], hosts[1][step][key]]), single[step][key])
+  with pytest.raises(ValueError, match="process_index"):
+    pipeline.make_iterator(index, cfg, process_index=2, process_count=2)
+
+
+def test_decode_errors_skip_counted_or_raise(tmp_path):
+  synthetic.write_librispeech_folder(tmp_path, split="train", languages=("en",), speakers_per_language=1,
+                                     utterances_per_speaker=4, seconds=(0.5, 0.6))
+  index = sources.librispeech_folder(tmp_path, "train")
+  bad = index.name(2)
+  data = open(bad, "rb").read()
+  with open(bad, "wb") as f:  # header intact, body truncated after listing: only decoding can find out
+    f.write(data[: len(data) // 2])
+  cfg = dataclasses.replace(BASE, num_buckets=1, batch_budget=10**6, max_batch_size=4, shuffle=False, num_epochs=1)
+  for use_tf_data in (True, False):
+    it = pipeline.make_iterator(index, dataclasses.replace(cfg, use_tf_data=use_tf_data))
+    (batch,) = list(it)
+    assert batch["utterance"].tolist() == [0, 1, -1, 3] and batch["attention_mask"][2].sum() == 0
+    assert it.counters()["skipped/decode_error"] == 1
+    it = pipeline.make_iterator(index, dataclasses.replace(cfg, use_tf_data=use_tf_data, on_error="raise"))
+    with pytest.raises(AudioInputError, match=os.path.basename(bad) + ": decode_error"):
+      next(it)
+
+
+def test_unusable_input_fails_fast_with_a_reason(tmp_path, index):
+  (tmp_path / "train" / "1" / "1").mkdir(parents=True)
+  (tmp_path / "train" / "1" / "1" / "1-1-0000.flac").write_bytes(b"")
+  (tmp_path / "train" / "1" / "1" / "1-1.trans.txt").write_text("1-1-0000 A\n", encoding="utf-8")
+  with pytest.raises(ValueError, match="no usable utterances.*skipped/empty_file"):
+    pipeline.make_iterator(sources.librispeech_folder(tmp_path, "train"), BASE)
+  with pytest.raises(ValueError, match="no batch"):
+    pipeline.make_iterator(index, dataclasses.replace(BASE, batch_budget=10**9))
+  with pytest.raises(ValueError, match="needs a vocabulary"):
+    pipeline.make_iterator(index, dataclasses.replace(BASE, mode="finetune"))
+
+
+def test_multilingual_sampling_frequencies(tmp_path):
+  counts = {"en": 24, "fr": 6, "de": 2}
+  for lang, n in counts.items():
+    synthetic.write_librispeech_folder(tmp_path / lang, split=None, languages=(lang,), speakers_per_language=1,
+                                       utterances_per_speaker=n, seconds=(0.1, 0.12), seed=len(lang) + n)
+  index = sources.concat([sources.librispeech_folder(tmp_path / lang, language=lang) for lang in counts])
+  cfg = dataclasses.replace(BASE, multilingual_alpha=0.5, num_buckets=1, batch_budget=4 * 1_600, min_sample_size=1_000,
+                            use_tf_data=False)
+  it = pipeline.make_iterator(index, cfg)
+  p = sampling.language_probabilities({k: float(v) for k, v in sorted(counts.items())}, 0.5)
+  assert it.language_probabilities == pytest.approx(p) and it.language_sizes == {"de": 2.0, "en": 24.0, "fr": 6.0}
+  epochs = 25
+  while it.get_state()["epoch"] < epochs:
+    next(it)
+  c = it.counters()
+  total = sum(c[f"language/{k}/utterances"] for k in counts)
+  for lang, prob in p.items():
+    share = c[f"language/{lang}/utterances"] / total
+    assert abs(share - prob) < 4 * np.sqrt(prob * (1 - prob) / total) + 0.01, (lang, share, prob)
+  natural = pipeline.make_iterator(index, dataclasses.replace(cfg, multilingual_alpha=None))
+  assert natural.language_probabilities == pytest.approx({"de": 2 / 32, "en": 24 / 32, "fr": 6 / 32})
+
+
+def test_config_from_config_dict():
+  ml_collections = pytest.importorskip("ml_collections")
+  cfg = pipeline.InputConfig.from_dict(ml_collections.ConfigDict({"mode": "finetune", "bucket_lengths": [1, 2]}))
+  assert cfg.mode == "finetune" and cfg.bucket_lengths == (1, 2)
+  with pytest.raises(TypeError):
+    pipeline.InputConfig.from_dict({"batch_size": 3})
