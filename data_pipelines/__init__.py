@@ -11,5 +11,6 @@ Modules (import them directly; this package imports nothing heavy on its own):
   sampling    multilingual sampling p_l ∝ (n_l / N)^α
   pipeline    `InputConfig`, `make_iterator`: the tf.data pipeline with a resumable position
   benchmark_input  throughput / padding-waste benchmark
+  synthetic   tiny tone datasets in LibriSpeech layout, for tests
   corpus      the generated multilingual eSpeak NG corpus, LibriSpeech layout: `corpus.ensure_default_corpus()`
 """

@@ -8,6 +8,7 @@ Compare the throughput with the train step's consumption (audio seconds per step
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -47,7 +48,7 @@ def run(folder: str, split: str | None, config: pipeline.InputConfig, epochs: in
   vocab = None
   if config.mode == "finetune":
     vocab = Vocab.from_transcripts(t for t in index.transcripts if t is not None)
-  it = pipeline.make_iterator(index, dataclass_replace(config, num_epochs=epochs), vocab=vocab)
+  it = pipeline.make_iterator(index, dataclasses.replace(config, num_epochs=epochs), vocab=vocab)
   t_index = time.perf_counter() - t0
   first = next(it)  # includes TensorFlow start-up and the first decode; timed separately
   t_first = time.perf_counter() - t0 - t_index
@@ -76,11 +77,6 @@ def run(folder: str, split: str | None, config: pipeline.InputConfig, epochs: in
   }
 
 
-def dataclass_replace(config, **changes):
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  return dataclasses.replace(config, **changes)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
   """Command line entry point."""
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--split", default="train", help="sub-folder to read ('' for the folder itself)")
   p.add_argument("--mode", default="pretrain", choices=("pretrain", "finetune"))
   p.add_argument("--batch_budget", type=int, default=1_400_000, help="samples per batch")
-  p.add_argument("--num_buckets", type=int, default=8)
+  p.add_argument("--num_buckets", type=int, default=pipeline.InputConfig.num_buckets)
   p.add_argument("--min_sample_size", type=int, default=16_000)
   p.add_argument("--max_sample_size", type=int, default=250_000)
   p.add_argument("--normalize", action="store_true")

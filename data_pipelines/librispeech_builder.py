@@ -44,6 +44,7 @@ class LibrispeechManual(tfds.core.GeneratorBasedBuilder):
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls) -> epath.Path:
+    """This file (where TFDS looks for checksums and metadata)."""
     return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:

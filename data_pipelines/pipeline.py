@@ -38,7 +38,7 @@ class InputConfig:
   batch_budget: int = 1_400_000  # samples per global batch [max_tokens × data-parallel devices]
   batch_multiple: int = 1  # batch sizes are multiples of this (data-parallel devices; also of process_count)
   max_batch_size: int | None = None  # [max_sentences]
-  num_buckets: int = 8  # the most distinct batch shapes (= compiles)
+  num_buckets: int = 10  # the most distinct batch shapes (= compiles); 10 keeps padding < 10% on spread lengths
   bucket_lengths: tuple[int, ...] = ()  # explicit bucket lengths instead of the data-driven choice
   min_sample_size: int = 32_000  # [min_sample_size]; BASE and LARGE recipes use 32k
   max_sample_size: int = 250_000  # [max_sample_size]; pre-training crops to it, fine-tuning drops longer clips

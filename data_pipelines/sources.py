@@ -40,9 +40,11 @@ class FileReader:
   paths: tuple[str, ...]
 
   def read(self, i: int) -> tuple[np.ndarray, int]:
+    """Decodes file i → (`[frames, channels]` float32, sample rate)."""
     return audio_lib.read_audio(self.paths[i])
 
   def name(self, i: int) -> str:
+    """The path of file i."""
     return self.paths[i]
 
 
@@ -58,10 +60,12 @@ class ConcatReader:
     return self.readers[k], i - self.offsets[k]
 
   def read(self, i: int) -> tuple[np.ndarray, int]:
+    """Decodes item i of the concatenation → (`[frames, channels]` float32, sample rate)."""
     reader, j = self._locate(i)
     return reader.read(j)
 
   def name(self, i: int) -> str:
+    """The file or record of item i."""
     reader, j = self._locate(i)
     return reader.name(j)
 
@@ -124,9 +128,11 @@ class _SubsetReader:
   positions: tuple[int, ...]
 
   def read(self, i: int) -> tuple[np.ndarray, int]:
+    """Decodes item i of the subset."""
     return self.parent.read(self.positions[i])
 
   def name(self, i: int) -> str:
+    """The file or record of item i of the subset."""
     return self.parent.name(self.positions[i])
 
 

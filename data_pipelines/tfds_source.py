@@ -48,6 +48,7 @@ class TfrecordRecords:
 
   @classmethod
   def from_files(cls, files: Sequence[str]) -> "TfrecordRecords":
+    """Indexes the records of `files` (reads only the record headers)."""
     per_file = [tfrecord_offsets(f) for f in files]
     return cls(tuple(files), np.concatenate([np.full(len(o), k) for k, o in enumerate(per_file)] + [[]]).astype(np.int64),
                np.concatenate(per_file + [np.zeros(0, np.int64)]))
@@ -79,9 +80,11 @@ class TfdsReader:
     return self.features.deserialize_example_np(record) if self.serialized else record
 
   def read(self, i: int) -> tuple[np.ndarray, int]:
+    """Decodes the audio of record i → (`[frames, channels]` float32, sample rate)."""
     return _audio_of(self.example(i)[self.audio_key], self.sample_rate, self.name(i))
 
   def name(self, i: int) -> str:
+    """"dataset/split[i]", for messages."""
     return f"{self.label}[{int(i)}]"
 
 
