@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "espeakng-loader",
     "jiwer",
     "faker",
+    "soxr",
 ]
 
 EXTRAS = {

@@ -35,7 +35,7 @@ def test_every_parameter_has_known_logical_axis_names(scan, model_class):
   boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 16000)))
   assert partitioning.unknown_axis_names(boxed) == {}
   if scan:  # stacked layers carry the "layers" axis name
-    layer_kernel = boxed["params"]["wav2vec2"]["encoder"]["layers"]["attention"]["q_proj"]["kernel"]
+    layer_kernel = boxed["params"]["wav2vec2"]["encoder"]["layers"]["attention"]["q_proj_kernel"]
     assert layer_kernel.names == ("layers", "embed", "heads", "head_dim")
 
 

@@ -58,10 +58,10 @@ def _base_entries(cfg: ModelConfig, layer_dims: bool) -> dict[str, tuple[tuple[s
       lp = ("encoder", f"layers_{i}")
       hp = f"encoder.layers.{i}"
       for proj in ("q_proj", "k_proj", "v_proj"):
-        entries[f"{hp}.attention.{proj}.weight"] = (lp + ("attention", proj, "kernel"), "qkv")
-        entries[f"{hp}.attention.{proj}.bias"] = (lp + ("attention", proj, "bias"), "qkv_bias")
-      entries[f"{hp}.attention.out_proj.weight"] = (lp + ("attention", "out_proj", "kernel"), "out_proj")
-      entries[f"{hp}.attention.out_proj.bias"] = (lp + ("attention", "out_proj", "bias"), "same")
+        entries[f"{hp}.attention.{proj}.weight"] = (lp + ("attention", f"{proj}_kernel"), "qkv")
+        entries[f"{hp}.attention.{proj}.bias"] = (lp + ("attention", f"{proj}_bias"), "qkv_bias")
+      entries[f"{hp}.attention.out_proj.weight"] = (lp + ("attention", "out_proj_kernel"), "out_proj")
+      entries[f"{hp}.attention.out_proj.bias"] = (lp + ("attention", "out_proj_bias"), "same")
       for dense in ("intermediate_dense", "output_dense"):
         entries[f"{hp}.feed_forward.{dense}.weight"] = (lp + ("feed_forward", dense, "kernel"), "linear")
         entries[f"{hp}.feed_forward.{dense}.bias"] = (lp + ("feed_forward", dense, "bias"), "same")

@@ -7,10 +7,12 @@ Model code names axes only logically; this module is the single place that knows
   * "fsdp_tensor": additionally heads / MLP / vocab split over "tensor" (Megatron-style tensor parallelism).
 """
 
+import contextlib
 from typing import Sequence
 
 import flax.linen as nn
 import jax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -80,3 +82,37 @@ def unknown_axis_names(boxed_variables) -> dict[str, tuple]:
     elif any(name is not None and name not in LOGICAL_AXIS_NAMES for name in leaf.names):
       bad[key] = tuple(leaf.names)
   return bad
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> jax.sharding.Mesh:
+  """A ("data", "fsdp", "tensor") mesh over all (or the given) devices; -1 for data takes what is left.
+
+  Axes are Auto: Linen's logical constraints expect it (jax.make_mesh defaults to Explicit axes since 0.9).
+  """
+  devices = list(devices) if devices is not None else jax.devices()
+  if data == -1:
+    if len(devices) % (fsdp * tensor):
+      raise ValueError(f"{len(devices)} devices cannot be split into fsdp={fsdp} x tensor={tensor}")
+    data = len(devices) // (fsdp * tensor)
+  if data * fsdp * tensor != len(devices):
+    raise ValueError(f"mesh (data={data}, fsdp={fsdp}, tensor={tensor}) needs {data * fsdp * tensor} devices, "
+                     f"found {len(devices)}; set config.mesh so that the product matches")
+  return jax.make_mesh((data, fsdp, tensor), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+@contextlib.contextmanager
+def activate(mesh: jax.sharding.Mesh, rules):
+  """Mesh and logical rules in context, for tracing and running (without it Flax skips logical constraints)."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def shardings_of(boxed_tree, mesh: jax.sharding.Mesh, rules):
+  """NamedShardings for a tree of nn.Partitioned boxes (e.g. `jax.eval_shape` of an init function)."""
+  return nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed_tree), mesh, rules)
+
+
+def batch_sharding(mesh: jax.sharding.Mesh, rules, ndim: int = 2) -> NamedSharding:
+  """Sharding of a `[batch, ...]` input array: batch split by the "batch" rule, the rest replicated."""
+  batch_axes = dict(rules)["batch"]
+  return NamedSharding(mesh, PartitionSpec(batch_axes, *([None] * (ndim - 1))))

@@ -33,9 +33,15 @@ class PositionalConvEmbedding(nn.Module):
     g = self.param("weight_g", layers.partitioned(lambda *_: norm.astype(cfg.weight_dtype), ("conv_width",)))
     bias = self.param("bias", layers.partitioned(nn.initializers.zeros, ("embed",)), (dim,), cfg.weight_dtype)
     w = (v32 * (g.astype(jnp.float32) / norm)[:, None, None]).astype(cfg.compute_dtype)
-    y = jax.lax.conv_general_dilated(
-        x.astype(cfg.compute_dtype), w, window_strides=(1,), padding=[(kernel // 2, kernel // 2)],
-        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups)
+    # One dense conv per group instead of feature_group_count: XLA's SPMD partitioner sums the weight gradient of
+    # a grouped conv over mesh axes the batch is replicated on (wrong by a factor of e.g. 2 on a (2, 2, 2) mesh).
+    x = x.astype(cfg.compute_dtype)
+    width = dim // groups
+    y = jnp.concatenate([
+        jax.lax.conv_general_dilated(
+            x[..., g * width:(g + 1) * width], w[..., g * width:(g + 1) * width], window_strides=(1,),
+            padding=[(kernel // 2, kernel // 2)], dimension_numbers=("NWC", "WIO", "NWC"))
+        for g in range(groups)], axis=-1)
     if kernel % 2 == 0:  # "same" padding with an even kernel yields one extra frame: drop the last.
       y = y[:, :-1]
     return layers.gelu(y + bias.astype(cfg.compute_dtype))
@@ -53,11 +59,15 @@ class SelfAttention(nn.Module):
     cfg = self.config
     heads, head_dim = cfg.num_heads, cfg.head_dim
 
-    def proj(name):
-      return nn.DenseGeneral(
-          (heads, head_dim), dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
-          kernel_init=layers.partitioned(nn.initializers.normal(cfg.initializer_range), ("embed", "heads", "head_dim")),
-          bias_init=layers.partitioned(nn.initializers.zeros, ("heads", "head_dim")), name=name)(x)
+    init = nn.initializers.normal(cfg.initializer_range)
+
+    def proj(name):  # Linear(hidden -> heads x head_dim); own params: nn.DenseGeneral's init breaks under a mesh
+      kernel = self.param(f"{name}_kernel", layers.partitioned(init, ("embed", "heads", "head_dim")),
+                          (cfg.hidden_size, heads, head_dim), cfg.weight_dtype)
+      bias = self.param(f"{name}_bias", layers.partitioned(nn.initializers.zeros, ("heads", "head_dim")),
+                        (heads, head_dim), cfg.weight_dtype)
+      dt = cfg.compute_dtype
+      return jnp.einsum("btd,dhk->bthk", x.astype(dt), kernel.astype(dt)) + bias.astype(dt)
 
     q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
     q = nn.with_logical_constraint(q, ("batch", "frames", "heads", "head_dim"))
@@ -67,10 +77,11 @@ class SelfAttention(nn.Module):
     weights = jax.nn.softmax(scores, axis=-1)
     weights = nn.Dropout(cfg.attention_dropout)(weights, deterministic=self.deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(cfg.compute_dtype), v)
-    out = nn.DenseGeneral(
-        cfg.hidden_size, axis=(-2, -1), dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
-        kernel_init=layers.partitioned(nn.initializers.normal(cfg.initializer_range), ("heads", "head_dim", "embed")),
-        bias_init=layers.partitioned(nn.initializers.zeros, ("embed",)), name="out_proj")(out)
+    out_kernel = self.param("out_proj_kernel", layers.partitioned(init, ("heads", "head_dim", "embed")),
+                            (heads, head_dim, cfg.hidden_size), cfg.weight_dtype)
+    out_bias = self.param("out_proj_bias", layers.partitioned(nn.initializers.zeros, ("embed",)), (cfg.hidden_size,),
+                          cfg.weight_dtype)
+    out = jnp.einsum("bthk,hkd->btd", out, out_kernel.astype(cfg.compute_dtype)) + out_bias.astype(cfg.compute_dtype)
     return nn.with_logical_constraint(out, ("batch", "frames", "embed"))
 
 
