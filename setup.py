@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "jiwer",
     "faker",
     "soxr",
+    "tensorboard",
 ]
 
 EXTRAS = {
