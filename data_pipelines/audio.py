@@ -82,12 +82,15 @@ def audio_info(source: Source, *, name: str | None = None) -> AudioInfo:
   return AudioInfo(frames=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels))
 
 
-def read_audio(source: Source, *, name: str | None = None) -> tuple[np.ndarray, int]:
-  """Decodes a whole audio file.
+def read_audio(source: Source, *, name: str | None = None, start: int = 0,
+               frames: int = -1) -> tuple[np.ndarray, int]:
+  """Decodes an audio file, or the window `[start, start + frames)` of it (seeking, so the rest is not decoded).
 
   Args:
     source: a path, the file's bytes, or a binary file object.
     name: how errors name the source (defaults to the path).
+    start: first frame to read.
+    frames: number of frames to read; -1 reads to the end.
 
   Returns:
     `(audio, sample_rate)`: audio `[frames, channels]` float32 in [-1, 1], and its sample rate in Hz.
@@ -103,10 +106,12 @@ def read_audio(source: Source, *, name: str | None = None) -> tuple[np.ndarray, 
     raise AudioInputError("unreadable", name, f"cannot read the audio header ({e})") from e
   with f:
     try:
-      audio = f.read(dtype="float32", always_2d=True)
+      if start:
+        f.seek(start)
+      audio = f.read(frames, dtype="float32", always_2d=True)
     except Exception as e:
       raise AudioInputError("decode_error", name, f"decoding failed, file truncated or corrupt? ({e})") from e
-    if audio.shape[0] == 0 and f.frames > 0:
+    if audio.shape[0] == 0 and f.frames > start:
       raise AudioInputError("decode_error", name, f"header promises {f.frames} frames but none decoded")
     return audio, int(f.samplerate)
 

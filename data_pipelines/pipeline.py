@@ -20,49 +20,14 @@ import threading
 from typing import Any, Iterator, Mapping
 
 import numpy as np
-from absl import logging
 
 from data_pipelines import audio as audio_lib
 from data_pipelines import batching, checks, sampling
+from data_pipelines import rows as rows_lib
 from data_pipelines.errors import AudioInputError, Counters, check_on_error
+from data_pipelines.input_config import InputConfig
 from data_pipelines.sources import AudioIndex
 from wav2vec_jax.vocab import Vocab
-
-
-@dataclasses.dataclass(frozen=True)
-class InputConfig:
-  """Input pipeline settings (fairseq names in brackets)."""
-
-  mode: str = "pretrain"  # "pretrain": crop to bucket length, no padding, no labels; "finetune": pad, labels
-  sample_rate: int = 16_000  # target rate, Hz
-  batch_budget: int = 1_400_000  # samples per global batch [max_tokens × data-parallel devices]
-  batch_multiple: int = 1  # batch sizes are multiples of this (data-parallel devices; also of process_count)
-  max_batch_size: int | None = None  # [max_sentences]
-  num_buckets: int = 10  # the most distinct batch shapes (= compiles); 10 keeps padding < 10% on spread lengths
-  bucket_lengths: tuple[int, ...] = ()  # explicit bucket lengths instead of the data-driven choice
-  min_sample_size: int = 32_000  # [min_sample_size]; BASE and LARGE recipes use 32k
-  max_sample_size: int = 250_000  # [max_sample_size]; pre-training crops to it, fine-tuning drops longer clips
-  normalize: bool = False  # per-utterance zero mean / unit variance (LARGE/XLSR: True)
-  allow_resample: bool = True  # False: another sample rate is bad input
-  mono_mixdown: bool = True  # False: multichannel is bad input
-  shuffle: bool = True
-  seed: int = 0
-  drop_remainder: bool = True  # False: last partial batch of each bucket is filled with empty rows (mask 0)
-  num_epochs: int | None = None  # None: repeat forever
-  on_error: str = "skip"  # bad input: "skip" (count) or "raise"
-  on_unknown: str = "raise"  # out-of-vocabulary characters: "raise" (bad input) or "unk"
-  label_multiple: int = 8  # label slots rounded up to a multiple of this
-  multilingual_alpha: float | None = None  # resample languages with p_l ∝ (n_l/N)^α (XLSR: 0.5); None: as is
-  size_by: str = "utterances"  # n_l counts "utterances" (fairseq) or "samples" (the paper's hours)
-  num_parallel_calls: int = -1  # decode parallelism; -1 = tf.data.AUTOTUNE
-  prefetch: int = 4  # batches prefetched
-  use_tf_data: bool = True  # False: plain Python loop (same batches; for debugging and tests)
-
-  @classmethod
-  def from_dict(cls, config: Mapping[str, Any]) -> "InputConfig":
-    """Builds the config from a dict or `ml_collections.ConfigDict` (lists become tuples; unknown keys fail)."""
-    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def _hide_gpus_from_tensorflow(tf) -> None:
@@ -195,40 +160,12 @@ class InputIterator:
     return self._assemble(*self._load(epoch, step, int(plan.buckets[step]), rows, offset))[0]
 
   def _load(self, epoch, step, bucket, rows, row_offset):
-    cfg, data = self.config, self.data
-    size = self.spec.lengths[bucket]
-    wave = np.zeros((rows.size, size), np.float32)
-    mask = np.zeros((rows.size, size), np.int32)
-    language = np.full(rows.size, -1, np.int32)
-    errors = np.zeros(rows.size, np.int32)
-    slots = self.spec.label_lengths[bucket] if self.spec.label_lengths else 0
-    labels = np.zeros((rows.size, slots), np.int32)
-    label_lengths = np.zeros(rows.size, np.int32)
-    for r, item in enumerate(rows.tolist()):
-      if item < 0:
-        continue
-      try:
-        audio, rate = data.index.reader.read(item)
-        x = audio_lib.postprocess(audio, rate, name=data.index.name(item), target_sample_rate=cfg.sample_rate,
-                                  allow_resample=cfg.allow_resample, mono_mixdown=cfg.mono_mixdown,
-                                  normalize_audio=cfg.normalize)
-      except AudioInputError as e:
-        if cfg.on_error == "raise":
-          self._pending_error = self._pending_error or e
-          raise
-        logging.warning("Skipping bad input (row left empty): %s", e)
-        errors[r] = 1
-        continue
-      offset = 0
-      if self._crop:  # seeded per (epoch, step, global row): independent of threads and of the host count
-        offset = audio_lib.crop_offset(x.shape[0], size, np.random.default_rng([cfg.seed, epoch, step, row_offset + r]))
-      wave[r], mask[r] = audio_lib.crop_or_pad(x, size, offset)
-      language[r] = self._language_ids[item]
-      if data.labels is not None:
-        label_lengths[r] = data.labels[item].size
-        labels[r, :label_lengths[r]] = data.labels[item]
-    utterance = np.where(errors > 0, -1, rows).astype(np.int32)
-    return wave, mask, language, utterance, labels, label_lengths, errors
+    try:
+      return rows_lib.load_rows(self.data, self._language_ids, self.spec, self.config, epoch=epoch, step=step,
+                                bucket=bucket, rows=rows, row_offset=row_offset, crop=self._crop)
+    except AudioInputError as e:  # on_error="raise"; kept so __next__ can raise it cleanly out of tf.data
+      self._pending_error = self._pending_error or e
+      raise
 
   def _assemble(self, wave, mask, language, utterance, labels, label_lengths, errors):
     batch = {"waveform": wave, "attention_mask": mask, "language": language, "utterance": utterance}
@@ -240,8 +177,9 @@ class InputIterator:
     c, mask, language = self._counters, batch["attention_mask"], batch["language"]
     c.add("input/batches")
     c.add("input/utterances", int(np.sum(language >= 0)))
-    c.add("input/audio_samples", int(mask.sum()))
-    c.add("input/padded_samples", int(mask.size - mask.sum()))
+    real = int(np.count_nonzero(mask))
+    c.add("input/audio_samples", real)
+    c.add("input/padded_samples", mask.size - real)
     c.add("skipped/decode_error", int(errors.sum()))
     for lang, n in zip(*np.unique(language[language >= 0], return_counts=True)):
       c.add(f"language/{self.languages[lang]}/utterances", int(n))

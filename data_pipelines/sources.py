@@ -47,6 +47,10 @@ class FileReader:
     """The path of file i."""
     return self.paths[i]
 
+  def read_window(self, i: int, start: int, frames: int) -> tuple[np.ndarray, int]:
+    """Decodes frames `[start, start + frames)` of file i only (pre-training crops; see `pipeline`)."""
+    return audio_lib.read_audio(self.paths[i], start=start, frames=frames)
+
 
 @dataclasses.dataclass(frozen=True)
 class ConcatReader:
@@ -68,6 +72,11 @@ class ConcatReader:
     """The file or record of item i."""
     reader, j = self._locate(i)
     return reader.name(j)
+
+  def window_reader(self, i: int):
+    """(reader, position) that can read a window of item i, or None (see `window_reader`)."""
+    reader, j = self._locate(i)
+    return window_reader(reader, j)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -134,6 +143,20 @@ class _SubsetReader:
   def name(self, i: int) -> str:
     """The file or record of item i of the subset."""
     return self.parent.name(self.positions[i])
+
+  def window_reader(self, i: int):
+    """(reader, position) that can read a window of item i, or None (see `window_reader`)."""
+    return window_reader(self.parent, self.positions[i])
+
+
+def window_reader(reader: Reader, i: int):
+  """Resolves item i of `reader` to `(r, j)` where `r.read_window(j, start, frames)` works, or None.
+
+  File readers can decode just a window (seeking); readers of already-decoded data (TFDS) cannot.
+  """
+  if hasattr(reader, "window_reader"):
+    return reader.window_reader(i)
+  return (reader, i) if hasattr(reader, "read_window") else None
 
 
 def concat(indexes: Sequence[AudioIndex]) -> AudioIndex:

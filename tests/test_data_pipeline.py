@@ -65,6 +65,26 @@ def test_pretrain_fixed_shapes_no_padding_same_in_tf_data_and_eager(index):
   assert it_tf.counters()["input/padded_samples"] == 0 and it_tf.get_state()["epoch"] == 1
 
 
+class _FullDecodeReader:
+  """A reader without `read_window`: forces whole-file decoding."""
+
+  def __init__(self, reader):
+    self._reader = reader
+
+  def read(self, i):
+    return self._reader.read(i)
+
+  def name(self, i):
+    return self._reader.name(i)
+
+
+def test_window_decoding_matches_full_decoding(index):
+  full = dataclasses.replace(index, reader=_FullDecodeReader(index.reader))
+  cfg = dataclasses.replace(BASE, use_tf_data=False)
+  steps = len(pipeline.make_iterator(index, cfg).epoch_plan(0))
+  _assert_same(_take(pipeline.make_iterator(index, cfg), steps), _take(pipeline.make_iterator(full, cfg), steps))
+
+
 def test_finetune_pads_and_encodes_labels(index, folder):
   vocab = Vocab.from_transcripts(u.text for u in folder[1])
   cfg = dataclasses.replace(BASE, mode="finetune", max_sample_size=20_000, shuffle=False, drop_remainder=False,

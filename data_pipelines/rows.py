@@ -1,0 +1,103 @@
+"""Decoding the rows of one planned batch into fixed-shape numpy arrays (runs inside `tf.numpy_function`).
+
+Each row: decode → mixdown → resample → (normalise) → crop (pre-training, seeded per row) or pad (fine-tuning).
+When pre-training crops a 16 kHz file without normalisation, only the crop window is decoded (the reader seeks), which
+gives the same samples for less work; normalisation needs the whole utterance (fairseq normalises before cropping).
+"""
+
+import numpy as np
+from absl import logging
+
+from data_pipelines import audio as audio_lib
+from data_pipelines import sources
+from data_pipelines.batching import BucketSpec
+from data_pipelines.checks import CheckedIndex
+from data_pipelines.errors import AudioInputError
+from data_pipelines.input_config import InputConfig
+
+
+def row_rng(seed: int, epoch: int, step: int, row: int) -> np.random.Generator:
+  """The crop randomness of one global row: independent of threads, prefetching and the number of hosts."""
+  return np.random.default_rng([seed, epoch, step, row])
+
+
+def decode_row(data: CheckedIndex, item: int, size: int, config: InputConfig,
+               rng: np.random.Generator | None) -> np.ndarray:
+  """The samples of one row.
+
+  Args:
+    data: the checked index.
+    item: position in `data.index`.
+    size: the bucket length.
+    config: decode settings (sample rate, resampling, mixdown, normalisation).
+    rng: crop randomness (pre-training), or None to keep the start (fine-tuning).
+
+  Returns:
+    `[n]` float32 with n ≤ size (n < size: padding follows).
+
+  Raises:
+    AudioInputError: the file cannot be decoded or fails a check.
+  """
+  index, name = data.index, data.index.name(item)
+  window = sources.window_reader(index.reader, item) if rng is not None and not config.normalize else None
+  if window is not None and index.sample_rates[item] == config.sample_rate:
+    offset = audio_lib.crop_offset(int(data.num_samples[item]), size, rng)  # header length = decoded length
+    audio, rate = window[0].read_window(window[1], offset, size)
+    offset = 0
+  else:
+    audio, rate = index.reader.read(item)
+  x = audio_lib.postprocess(audio, rate, name=name, target_sample_rate=config.sample_rate,
+                            allow_resample=config.allow_resample, mono_mixdown=config.mono_mixdown,
+                            normalize_audio=config.normalize)
+  if window is None or index.sample_rates[item] != config.sample_rate:
+    offset = audio_lib.crop_offset(x.shape[0], size, rng)
+  return x[offset:offset + size]
+
+
+def load_rows(data: CheckedIndex, language_ids: np.ndarray, spec: BucketSpec, config: InputConfig, *, epoch: int,
+              step: int, bucket: int, rows: np.ndarray, row_offset: int, crop: bool):
+  """Decodes this host's rows of one planned batch.
+
+  Args:
+    data: the checked index (lengths, labels).
+    language_ids: `[N]` language id of each item.
+    spec: the bucket shapes.
+    config: pipeline settings.
+    epoch, step: the batch's position (seeds the crops).
+    bucket: the batch's bucket.
+    rows: `[B]` int64 items (-1: empty row).
+    row_offset: global row number of `rows[0]` (host p starts at p·B).
+    crop: pre-training crop (True) or fine-tuning pad (False).
+
+  Returns:
+    (waveform `[B, S]` float32, attention_mask `[B, S]` int32, language `[B]` int32, utterance `[B]` int32,
+    labels `[B, L]` int32, label_lengths `[B]` int32, errors `[B]` int32), S and L the bucket's lengths; rows that
+    fail to decode with on_error="skip" are left empty (mask 0, utterance -1) and flagged in `errors`.
+  """
+  size = spec.lengths[bucket]
+  wave = np.zeros((rows.size, size), np.float32)
+  mask = np.zeros((rows.size, size), np.int32)
+  language = np.full(rows.size, -1, np.int32)
+  errors = np.zeros(rows.size, np.int32)
+  labels = np.zeros((rows.size, spec.label_lengths[bucket] if spec.label_lengths else 0), np.int32)
+  label_lengths = np.zeros(rows.size, np.int32)
+  for r, item in enumerate(rows.tolist()):
+    if item < 0:
+      continue
+    rng = row_rng(config.seed, epoch, step, row_offset + r) if crop else None
+    try:
+      x = decode_row(data, item, size, config, rng)
+    except AudioInputError as e:
+      if config.on_error == "raise":
+        raise
+      logging.warning("Skipping bad input (row left empty): %s", e)
+      errors[r] = 1
+      continue
+    wave[r, :x.shape[0]] = x
+    mask[r, :x.shape[0]] = 1
+    language[r] = language_ids[item]
+    if data.labels is not None:
+      label_lengths[r] = data.labels[item].size
+      labels[r, :label_lengths[r]] = data.labels[item]
+  utterance = np.where(errors > 0, -1, rows).astype(np.int32)
+  return wave, mask, language, utterance, labels, label_lengths, errors
