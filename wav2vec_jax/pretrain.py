@@ -158,11 +158,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         if shape not in compiled:  # ahead-of-time compile per batch shape, with its memory and FLOP figures
           t0 = time.perf_counter()
           compiled[shape] = step_fn.lower(state, batch, rng).compile()
-          analytic = flops.count_flops(cfg, shape[0], shape[1], "pretrain")
+          analytic = flops.count_flops(cfg, shape[0], shape[1], "pretrain").per_step
+          xla = flops.xla_flops(compiled[shape]) * jax.device_count()  # cost_analysis counts one device's share
           logging.info("compiled step for batch %s in %.1fs (%d shapes so far); memory %s; analytic %.1f GFLOP/step, "
-                       "XLA/analytic forward ratio %.2f", shape, time.perf_counter() - t0, len(compiled),
-                       compiled[shape].memory_analysis(), analytic.per_step / 1e9,
-                       flops.xla_flops(compiled[shape]) / max(analytic.per_step, 1.0))
+                       "XLA/analytic %.2f", shape, time.perf_counter() - t0, len(compiled),
+                       compiled[shape].memory_analysis(), analytic / 1e9, xla / max(analytic, 1.0))
         state, step_metrics = compiled[shape](state, batch, rng)
         step += 1
         window["flops"] += flops.count_flops(cfg, shape[0], shape[1], "pretrain").per_step
@@ -173,7 +173,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           last.update(_throughput(window, peak))
           last["compiles"] = float(len(compiled))
           writer.write(step, last)
-          for warning in metrics_lib.health_warnings(last, cfg.num_negatives, step=step):
+          for warning in metrics_lib.health_warnings(last, cfg.num_negatives, step=step,
+                                                     warmup_steps=config.warn_at_chance_after,
+                                                     num_groups=cfg.num_codevector_groups):
             logging.warning("step %d: %s", step, warning)
           bad = int(state.consecutive_bad_steps)
           if bad >= config.max_consecutive_bad_steps:
