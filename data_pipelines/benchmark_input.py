@@ -4,13 +4,15 @@
     python -m data_pipelines.benchmark_input --folder DIR --split train-clean-100 --mode finetune --epochs 2
 
 Runs the real tf.data pipeline over whole epochs on this machine's CPU and prints one summary (and a JSON line).
-Compare the throughput with the train step's consumption (audio seconds per step × steps per second).
+Compare the throughput with the train step's consumption (audio seconds per step × steps per second); on a shared
+machine the per-CPU-second figure is the steadier one. The first batch (TensorFlow start-up) is timed apart.
 """
 
 import argparse
 import dataclasses
 import json
 import os
+import resource
 import time
 from typing import Sequence
 
@@ -27,6 +29,11 @@ def default_folder() -> str:
   except ImportError as e:
     raise SystemExit(f"no --folder given and the generated corpus is unavailable ({e})") from e
   return os.fspath(corpus.ensure_default_corpus())
+
+
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
 def run(folder: str, split: str | None, config: pipeline.InputConfig, epochs: int = 1,
@@ -53,15 +60,22 @@ def run(folder: str, split: str | None, config: pipeline.InputConfig, epochs: in
   first = next(it)  # includes TensorFlow start-up and the first decode; timed separately
   t_first = time.perf_counter() - t0 - t_index
   shapes = {first["waveform"].shape}
-  start = time.perf_counter()
-  n = 1
+  n, cpu0, start = 1, _cpu_seconds(), time.perf_counter()
   before = it.counters()
+  per_epoch = {}  # epoch -> [audio seconds, seconds]
+  last = start
   for batch in it:
+    epoch = it.get_state()["epoch"] if it.get_state()["step"] else it.get_state()["epoch"] - 1
+    now = time.perf_counter()
+    acc = per_epoch.setdefault(epoch, [0.0, 0.0])
+    acc[0] += np.count_nonzero(batch["attention_mask"]) / config.sample_rate
+    acc[1] += now - last
+    last = now
     shapes.add(batch["waveform"].shape)
     n += 1
     if max_batches is not None and n >= max_batches:
       break
-  elapsed = time.perf_counter() - start
+  elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
   c = it.counters()
   audio = (c["input/audio_samples"] - before["input/audio_samples"]) / config.sample_rate
   total = c["input/audio_samples"] + c["input/padded_samples"]
@@ -69,7 +83,8 @@ def run(folder: str, split: str | None, config: pipeline.InputConfig, epochs: in
       "folder": folder, "split": split, "mode": config.mode, "utterances": len(it.data.index),
       "hours": float(it.data.num_samples.sum() / config.sample_rate / 3600), "index_seconds": t_index,
       "first_batch_seconds": t_first, "batches": n, "timed_seconds": elapsed, "audio_seconds": audio,
-      "audio_seconds_per_second": audio / max(elapsed, 1e-9),
+      "audio_seconds_per_second": audio / max(elapsed, 1e-9), "audio_seconds_per_cpu_second": audio / max(cpu, 1e-9),
+      "per_epoch_audio_seconds_per_second": {e: a / max(t, 1e-9) for e, (a, t) in sorted(per_epoch.items())},
       "padding_waste": c["input/padded_samples"] / max(total, 1),
       "cropped_share": batching.waste(it.spec, it.data.num_samples)["cropped"],
       "configured_shapes": [list(s) for s in it.shapes], "distinct_shapes": len(shapes),
@@ -89,17 +104,21 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--max_sample_size", type=int, default=250_000)
   p.add_argument("--normalize", action="store_true")
   p.add_argument("--epochs", type=int, default=1)
+  p.add_argument("--cache_mb", type=int, default=0, help="keep decoded audio in memory up to this many MB")
   p.add_argument("--max_batches", type=int, default=None)
   args = p.parse_args(argv)
   folder = args.folder or default_folder()
   config = pipeline.InputConfig(mode=args.mode, batch_budget=args.batch_budget, num_buckets=args.num_buckets,
                                 min_sample_size=args.min_sample_size, max_sample_size=args.max_sample_size,
-                                normalize=args.normalize)
+                                normalize=args.normalize, cache_audio_bytes=args.cache_mb << 20)
   r = run(folder, args.split or None, config, epochs=args.epochs, max_batches=args.max_batches)
   print(f"corpus: {r['folder']} [{r['split']}], {r['utterances']} utterances, {r['hours']:.2f} h; mode {r['mode']}")
   print(f"index: {r['index_seconds']:.2f} s; first batch (TF start-up): {r['first_batch_seconds']:.2f} s")
   print(f"throughput: {r['audio_seconds']:.0f} audio-s in {r['timed_seconds']:.2f} s over {r['batches']} batches "
-        f"= {r['audio_seconds_per_second']:.0f} audio-seconds/second")
+        f"= {r['audio_seconds_per_second']:.0f} audio-seconds/second "
+        f"({r['audio_seconds_per_cpu_second']:.0f} per CPU-second of this process)")
+  print("per epoch (audio-seconds/second): " + ", ".join(
+      f"{e}: {v:.0f}" for e, v in r["per_epoch_audio_seconds_per_second"].items()))
   print(f"padding waste: {100 * r['padding_waste']:.2f}% of samples; cropped to bucket length: "
         f"{100 * r['cropped_share']:.2f}% of usable audio")
   print(f"distinct batch shapes: {r['distinct_shapes']} seen, {len(r['configured_shapes'])} configured "

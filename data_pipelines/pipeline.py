@@ -88,6 +88,7 @@ class InputIterator:
     self._plans: dict[int, batching.EpochPlan] = {}
     self._batches: Iterator | None = None
     self._pending_error: AudioInputError | None = None
+    self._cache = rows_lib.AudioCache(config.cache_audio_bytes) if config.cache_audio_bytes > 0 else None
     self.epoch_plan(0)  # fail now, not inside a tf.data thread, if the data cannot fill a single batch
 
   # ---- shapes, plans and state ----
@@ -141,7 +142,7 @@ class InputIterator:
 
   def _make_fingerprint(self) -> str:
     cfg = dataclasses.asdict(self.config)
-    for key in ("num_parallel_calls", "prefetch", "use_tf_data", "num_epochs"):
+    for key in ("num_parallel_calls", "prefetch", "use_tf_data", "num_epochs", "cache_audio_bytes"):
       cfg.pop(key)
     h = hashlib.sha1(json.dumps([cfg, dataclasses.asdict(self.spec)], sort_keys=True, default=str).encode())
     h.update("\n".join(self.data.index.ids).encode())
@@ -162,7 +163,8 @@ class InputIterator:
   def _load(self, epoch, step, bucket, rows, row_offset):
     try:
       return rows_lib.load_rows(self.data, self._language_ids, self.spec, self.config, epoch=epoch, step=step,
-                                bucket=bucket, rows=rows, row_offset=row_offset, crop=self._crop)
+                                bucket=bucket, rows=rows, row_offset=row_offset, crop=self._crop,
+                                cache=self._cache)
     except AudioInputError as e:  # on_error="raise"; kept so __next__ can raise it cleanly out of tf.data
       self._pending_error = self._pending_error or e
       raise

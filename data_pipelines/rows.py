@@ -5,6 +5,8 @@ When pre-training crops a 16 kHz file without normalisation, only the crop windo
 gives the same samples for less work; normalisation needs the whole utterance (fairseq normalises before cropping).
 """
 
+import threading
+
 import numpy as np
 from absl import logging
 
@@ -16,13 +18,38 @@ from data_pipelines.errors import AudioInputError
 from data_pipelines.input_config import InputConfig
 
 
+class AudioCache:
+  """Decoded 16 kHz mono waveforms kept in memory up to a byte budget (tf.data's `cache()` for small corpora).
+
+  Holds audio after mixdown and resampling, before normalisation and cropping, so batches are the same with or
+  without it. Thread-safe; once the budget is full, further items are decoded every time.
+  """
+
+  def __init__(self, max_bytes: int):
+    self.max_bytes = max_bytes
+    self.bytes = 0
+    self._items: dict[int, np.ndarray] = {}
+    self._lock = threading.Lock()
+
+  def get(self, item: int) -> np.ndarray | None:
+    """The cached `[samples]` float32 waveform of `item`, or None."""
+    return self._items.get(item)
+
+  def put(self, item: int, wave: np.ndarray) -> None:
+    """Keeps `wave` (`[samples]` float32) if it fits the budget."""
+    with self._lock:
+      if item not in self._items and self.bytes + wave.nbytes <= self.max_bytes:
+        self._items[item] = wave
+        self.bytes += wave.nbytes
+
+
 def row_rng(seed: int, epoch: int, step: int, row: int) -> np.random.Generator:
   """The crop randomness of one global row: independent of threads, prefetching and the number of hosts."""
   return np.random.default_rng([seed, epoch, step, row])
 
 
-def decode_row(data: CheckedIndex, item: int, size: int, config: InputConfig,
-               rng: np.random.Generator | None) -> np.ndarray:
+def decode_row(data: CheckedIndex, item: int, size: int, config: InputConfig, rng: np.random.Generator | None,
+               cache: AudioCache | None = None) -> np.ndarray:
   """The samples of one row.
 
   Args:
@@ -31,6 +58,7 @@ def decode_row(data: CheckedIndex, item: int, size: int, config: InputConfig,
     size: the bucket length.
     config: decode settings (sample rate, resampling, mixdown, normalisation).
     rng: crop randomness (pre-training), or None to keep the start (fine-tuning).
+    cache: decoded audio kept across epochs, or None.
 
   Returns:
     `[n]` float32 with n ≤ size (n < size: padding follows).
@@ -39,6 +67,16 @@ def decode_row(data: CheckedIndex, item: int, size: int, config: InputConfig,
     AudioInputError: the file cannot be decoded or fails a check.
   """
   index, name = data.index, data.index.name(item)
+  if cache is not None:
+    x = cache.get(item)
+    if x is None:
+      audio, rate = index.reader.read(item)
+      x = audio_lib.postprocess(audio, rate, name=name, target_sample_rate=config.sample_rate,
+                                allow_resample=config.allow_resample, mono_mixdown=config.mono_mixdown)
+      cache.put(item, x)
+    x = audio_lib.normalize(x) if config.normalize else x
+    offset = audio_lib.crop_offset(x.shape[0], size, rng)
+    return x[offset:offset + size]
   window = sources.window_reader(index.reader, item) if rng is not None and not config.normalize else None
   if window is not None and index.sample_rates[item] == config.sample_rate:
     offset = audio_lib.crop_offset(int(data.num_samples[item]), size, rng)  # header length = decoded length
@@ -55,7 +93,8 @@ def decode_row(data: CheckedIndex, item: int, size: int, config: InputConfig,
 
 
 def load_rows(data: CheckedIndex, language_ids: np.ndarray, spec: BucketSpec, config: InputConfig, *, epoch: int,
-              step: int, bucket: int, rows: np.ndarray, row_offset: int, crop: bool):
+              step: int, bucket: int, rows: np.ndarray, row_offset: int, crop: bool,
+              cache: AudioCache | None = None):
   """Decodes this host's rows of one planned batch.
 
   Args:
@@ -68,6 +107,7 @@ def load_rows(data: CheckedIndex, language_ids: np.ndarray, spec: BucketSpec, co
     rows: `[B]` int64 items (-1: empty row).
     row_offset: global row number of `rows[0]` (host p starts at p·B).
     crop: pre-training crop (True) or fine-tuning pad (False).
+    cache: decoded audio kept across epochs, or None.
 
   Returns:
     (waveform `[B, S]` float32, attention_mask `[B, S]` int32, language `[B]` int32, utterance `[B]` int32,
@@ -86,7 +126,7 @@ def load_rows(data: CheckedIndex, language_ids: np.ndarray, spec: BucketSpec, co
       continue
     rng = row_rng(config.seed, epoch, step, row_offset + r) if crop else None
     try:
-      x = decode_row(data, item, size, config, rng)
+      x = decode_row(data, item, size, config, rng, cache)
     except AudioInputError as e:
       if config.on_error == "raise":
         raise

@@ -85,6 +85,20 @@ def test_window_decoding_matches_full_decoding(index):
   _assert_same(_take(pipeline.make_iterator(index, cfg), steps), _take(pipeline.make_iterator(full, cfg), steps))
 
 
+@pytest.mark.parametrize("mode, normalize", [("pretrain", False), ("pretrain", True), ("finetune", True)])
+def test_audio_cache_gives_the_same_batches(index, folder, mode, normalize):
+  vocab = Vocab.from_transcripts(u.text for u in folder[1])
+  cfg = dataclasses.replace(BASE, use_tf_data=False, mode=mode, normalize=normalize, max_sample_size=20_000)
+  plain = pipeline.make_iterator(index, cfg, vocab=vocab)
+  steps = 2 * len(plain.epoch_plan(0))  # the second epoch reads from the cache
+  cached = pipeline.make_iterator(index, dataclasses.replace(cfg, cache_audio_bytes=1 << 30), vocab=vocab)
+  _assert_same(_take(plain, steps), _take(cached, steps))
+  assert cached._cache.bytes > 0
+  tiny = pipeline.make_iterator(index, dataclasses.replace(cfg, cache_audio_bytes=1000), vocab=vocab)
+  _take(tiny, 2)
+  assert tiny._cache.bytes <= 1000
+
+
 def test_finetune_pads_and_encodes_labels(index, folder):
   vocab = Vocab.from_transcripts(u.text for u in folder[1])
   cfg = dataclasses.replace(BASE, mode="finetune", max_sample_size=20_000, shuffle=False, drop_remainder=False,
