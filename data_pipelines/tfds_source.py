@@ -21,6 +21,8 @@ from data_pipelines.sources import DEFAULT_LANGUAGE, AudioIndex
 
 _TEXT_KEYS = ("text", "sentence", "transcript", "transcription", "normalized_text")
 _ID_KEYS = ("id", "path", "file_name")
+# Datasets whose Audio feature does not record its rate: Common Voice's MP3s are decoded at 48 kHz.
+_KNOWN_RATES = {"common_voice": 48_000}
 
 
 def tfrecord_offsets(path: str) -> np.ndarray:
@@ -47,11 +49,18 @@ class TfrecordRecords:
   offsets: np.ndarray  # [N] int64 byte offset of each record in its file
 
   @classmethod
-  def from_files(cls, files: Sequence[str]) -> "TfrecordRecords":
-    """Indexes the records of `files` (reads only the record headers)."""
+  def from_files(cls, files: Sequence[str], ranges: Sequence[tuple[int, int]] | None = None) -> "TfrecordRecords":
+    """Indexes the records of `files` (reads only the record headers).
+
+    Args:
+      files: TFRecord paths.
+      ranges: per file, `(skip, take)` to keep records [skip, skip + take) (TFDS sub-splits like "train[:10%]").
+    """
     per_file = [tfrecord_offsets(f) for f in files]
-    return cls(tuple(files), np.concatenate([np.full(len(o), k) for k, o in enumerate(per_file)] + [[]]).astype(np.int64),
-               np.concatenate(per_file + [np.zeros(0, np.int64)]))
+    if ranges is not None:
+      per_file = [o[skip:skip + take] for o, (skip, take) in zip(per_file, ranges)]
+    file_of = np.concatenate([np.full(len(o), k, np.int64) for k, o in enumerate(per_file)] + [np.zeros(0, np.int64)])
+    return cls(tuple(files), file_of, np.concatenate(per_file + [np.zeros(0, np.int64)]))
 
   def __len__(self) -> int:
     return len(self.offsets)
@@ -138,7 +147,8 @@ def tfds_index(
     data_dir: where the dataset is prepared.
     audio_key: the Audio feature (default: the only one).
     text_key: the transcript feature (default: "text", "sentence", ... if present); None leaves it unlabelled.
-    sample_rate: the audio's rate (default: the Audio feature's `sample_rate`, else metadata, else 16 kHz).
+    sample_rate: the audio's rate (default: the Audio feature's `sample_rate`, else metadata, else 48 kHz for
+      common_voice, else 16 kHz).
     language: a language for all utterances, a function of the example dict (e.g. `lambda ex: ex["locale"]`), or
       None: the example's "language" feature where present, else "und".
     cache_dir: where to cache the lengths pass (recommended for large datasets).
@@ -151,14 +161,17 @@ def tfds_index(
   builder = tfds.builder(name, data_dir=data_dir)
   features = builder.info.features
   audio_key, text_key = find_keys(features, audio_key, text_key)
-  rate = sample_rate or features[audio_key].sample_rate or (builder.info.metadata or {}).get("sample_rate") or 16000
+  rate = (sample_rate or features[audio_key].sample_rate or (builder.info.metadata or {}).get("sample_rate")
+          or _KNOWN_RATES.get(builder.name) or audio_lib.TARGET_SAMPLE_RATE)
   label = f"{builder.info.full_name}/{split}"
   formats = {str(f.value if hasattr(f, "value") else f) for f in builder.info.available_file_formats()} | {
       str(getattr(builder.info.file_format, "value", builder.info.file_format))}
   if "array_record" in formats:
     records, serialized = builder.as_data_source(split=split, file_format="array_record"), False
   else:
-    records, serialized = TfrecordRecords.from_files([os.fspath(p) for p in builder.info.splits[split].filepaths]), True
+    shards = builder.info.splits[split].file_instructions  # handles sub-splits such as "train[:10%]"
+    records = TfrecordRecords.from_files([os.fspath(f.filename) for f in shards], [(f.skip, f.take) for f in shards])
+    serialized = True
   reader = TfdsReader(records, features, audio_key, int(rate), label, serialized)
   cache = os.path.join(cache_dir, label.replace("/", "_").replace(":", "_") + ".json") if cache_dir else None
   if cache and os.path.exists(cache):

@@ -1,6 +1,5 @@
 """The generated corpus through all three source paths (folder, TFDS builder, manifest) and the pipeline."""
 
-import numpy as np
 import pytest
 import tensorflow as tf
 

@@ -112,6 +112,8 @@ def test_tfds_by_name_tfrecord_with_resampling(tmp_path):
   cached = tfds_source.tfds_index("tiny_voice", split="train", data_dir=str(tmp_path), sample_rate=8000,
                                   cache_dir=str(tmp_path / "cache"))  # second call reads the lengths cache
   assert cached.ids == index.ids and os.listdir(tmp_path / "cache")
+  part = tfds_source.tfds_index("tiny_voice", split="train[2:4]", data_dir=str(tmp_path), sample_rate=8000)
+  assert part.transcripts == index.transcripts[2:4] and part.ids[0] == "tiny_voice/1.0.0/train[2:4][0]"
 
 
 def test_tfrecord_offsets(tmp_path):
