@@ -95,7 +95,11 @@ def save_pretrained(directory: str, model: nn.Module, variables: dict):
 
 
 def load_own(directory: str, **config_overrides):
-  """Loads a directory written by `save_pretrained`. Returns (model, variables)."""
+  """Loads a directory written by `save_pretrained`, or a pre-training workdir (latest checkpoint's parameters).
+
+  Returns:
+    (model, variables).
+  """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
   directory = os.path.abspath(directory)
@@ -107,8 +111,23 @@ def load_own(directory: str, **config_overrides):
   saved_cfg = ModelConfig(**fields)
   cfg = saved_cfg.replace(**config_overrides).validate()
   model_class = MODEL_CLASSES[meta["architecture"]]
-  with ocp.StandardCheckpointer() as checkpointer:
-    params = checkpointer.restore(os.path.join(directory, "params"), convert.abstract_params(model_class(saved_cfg)))
+  params_dir = os.path.join(directory, "params")
+  if not os.path.exists(params_dir):  # a training workdir: parameters of the latest checkpoint's train state
+    steps = sorted(int(d) for d in os.listdir(os.path.join(directory, "checkpoints")) if d.isdigit()) if \
+        os.path.isdir(os.path.join(directory, "checkpoints")) else []
+    if not steps:
+      raise FileNotFoundError(f"{directory}: neither params/ nor a finished checkpoint under checkpoints/")
+    params_dir = os.path.join(directory, "checkpoints", str(steps[-1]), "state")
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    restored = checkpointer.restore(params_dir)
+  params = restored.get("params", restored) if isinstance(restored, dict) and "step" in restored else restored
+  want = convert.abstract_params(model_class(saved_cfg))
+  got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  for path, spec in jax.tree_util.tree_flatten_with_path(want)[0]:
+    if path not in got or tuple(np.shape(got[path])) != tuple(spec.shape):
+      found = tuple(np.shape(got[path])) if path in got else "nothing"
+      raise convert.CheckpointMismatchError(
+          f"{params_dir}: parameter {jax.tree_util.keystr(path)} should be {tuple(spec.shape)}, found {found}")
   if cfg.scan_layers != saved_cfg.scan_layers:  # re-layout the layers: stacked <-> one subtree per layer
     relayout = convert.stack_layers if cfg.scan_layers else convert.unstack_layers
     params = relayout(jax.tree_util.tree_map(np.asarray, params), cfg.num_layers)

@@ -81,6 +81,7 @@ class MetricWriter:
     record = {"step": int(step), "time": time.time()}
     record.update({name: value if math.isfinite(value) else None for name, value in scalars.items()})
     self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
+    self._jsonl.flush()  # a live record: dashboards and tests tail it while the run goes on
     if self._tb is not None:
       with self._tb.as_default():
         for name, value in scalars.items():
