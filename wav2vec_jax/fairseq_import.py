@@ -154,6 +154,8 @@ def read_fairseq_checkpoint(path: str):
           hf_state["wav2vec2." + _rename_base(inner)] = value
       else:
         raise ValueError(f"{path}: key {key!r} is not part of a fairseq wav2vec 2.0 CTC model")
+    if not cfg.uses_mask_embedding:  # fine-tuned without masking: the mask embedding is unused, as in transformers
+      hf_state.pop("wav2vec2.masked_spec_embed", None)
     return cfg, "Wav2Vec2ForCTC", hf_state
   cfg = config_from_fairseq(model_cfg)
   hf_state = {}
