@@ -115,3 +115,41 @@ def pretraining_loss(config: ModelConfig, outputs, negatives):
 def chance_level_bits(num_negatives: int) -> float:
   """Contrastive loss of a model that cannot tell the positive from K distractors: log2(K + 1) bits."""
   return math.log2(num_negatives + 1)
+
+
+def ctc_loss(logits, frame_mask, labels, label_lengths, blank_id: int = 0):
+  """Connectionist temporal classification loss with zero-infinity semantics, in float32.
+
+  A sentence whose labels cannot be aligned to its frames (fewer valid frames than labels plus repeated
+  neighbours, which need a blank in between) has infinite loss; such losses, and any non-finite one, become 0 with
+  a zero gradient, as transformers' `ctc_zero_infinity=True` and fairseq's `zero_infinity: true`.
+
+  Reductions of the returned per-sentence losses (all in nats):
+    * transformers "mean": `mean(per_sentence / max(label_lengths, 1))` (each sentence divided by its target
+      length, then averaged over the batch);
+    * fairseq's CTC criterion: `loss_sum / sample_size`, where the sample size is the number of sentences when
+      `sentence_avg` is set (the wav2vec 2.0 fine-tuning recipes) and the number of target tokens otherwise.
+
+  Args:
+    logits: `[batch, frames, vocab]` unnormalised scores (cast to float32; log-softmax is taken here).
+    frame_mask: `[batch, frames]` bool, True for frames inside each row's length.
+    labels: `[batch, max_labels]` int32 target ids, right-padded (padding ids are ignored; 0 by convention).
+    label_lengths: `[batch]` int32 number of real labels per row.
+    blank_id: id of the CTC blank (0 in this project's vocabularies).
+  Returns:
+    (loss_sum, per_sentence): `[]` float32 sum over the batch and `[batch]` float32 negative log-likelihoods.
+  """
+  import optax  # pylint: disable=g-import-not-at-top
+
+  logits = logits.astype(jnp.float32)
+  labels = labels.astype(jnp.int32)
+  label_lengths = label_lengths.astype(jnp.int32)
+  positions = jnp.arange(labels.shape[1])[None, :]
+  label_valid = positions < label_lengths[:, None]
+  per_sentence = optax.ctc_loss(logits, 1.0 - frame_mask.astype(jnp.float32), labels,
+                                1.0 - label_valid.astype(jnp.float32), blank_id=blank_id)
+  # optax approximates log(0) by a finite epsilon, so an impossible alignment is large but finite: detect it.
+  repeats = jnp.sum((labels[:, 1:] == labels[:, :-1]) & label_valid[:, 1:], axis=-1)
+  feasible = label_lengths + repeats <= jnp.sum(frame_mask.astype(jnp.int32), axis=-1)
+  per_sentence = jnp.where(feasible & jnp.isfinite(per_sentence), per_sentence, 0.0)
+  return jnp.sum(per_sentence), per_sentence

@@ -1,0 +1,87 @@
+"""The benchmark entry point: one JSON line per case with positive figures, transformers comparison included."""
+
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from wav2vec_jax import masking
+from wav2vec_jax.models import get_variant
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "benchmark.py")
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+  spec = importlib.util.spec_from_file_location("benchmark", _PATH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)  # defines the absl flags (once per test process)
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  return module
+
+
+def _run_main(benchmark, capsys, **overrides):
+  # Short clips keep compilation small; the default batch is 4 x 64000 samples.
+  settings = dict(variant=["tiny"], batch=2, samples=16000, steps=2, warmup=0)
+  settings.update(overrides)
+  with flagsaver.flagsaver(**settings):
+    benchmark.main([])
+  lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+  return [json.loads(line) for line in lines]
+
+
+def _check_common(result):
+  for key in ("jax_ms", "jax_ms_min", "jax_ms_first_step", "compile_s", "audio_s_per_s", "gflop_per_step",
+              "peak_gflops", "mfu", "memory_mb", "max_rss_mb"):
+    assert isinstance(result[key], (int, float)) and result[key] > 0, (key, result[key])
+  assert result["jax_ms_first_step"] >= result["jax_ms_min"]
+  assert result["loss_finite"] and result["device_kind"]
+  assert result["batch"] == 2 and result["samples"] == 16000 and result["steps"] == 2
+
+
+@pytest.mark.slow
+def test_benchmark_tiny_pretrain_and_ctc(benchmark, capsys):
+  results = _run_main(benchmark, capsys, kind=["pretrain", "ctc"], compare="")
+  assert [(r["variant"], r["kind"]) for r in results] == [("tiny", "pretrain"), ("tiny", "ctc")]
+  for result in results:
+    _check_common(result)
+    assert "torch_ms" not in result
+  # CTC fine-tuning does not train the conv encoder: fewer FLOPs than pre-training.
+  assert results[1]["gflop_per_step"] < results[0]["gflop_per_step"]
+
+
+@pytest.mark.slow
+def test_benchmark_compares_with_transformers(benchmark, capsys):
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  (result,) = _run_main(benchmark, capsys, kind=["pretrain"], compare="transformers")
+  _check_common(result)
+  for key in ("torch_ms", "torch_ms_first_step", "torch_over_jax", "torch_mfu", "torch_audio_s_per_s"):
+    assert result[key] > 0, key
+  assert result["torch_threads"] >= 1
+  np.testing.assert_allclose(result["torch_over_jax"], result["torch_ms"] / result["jax_ms"], rtol=0.01)
+
+
+def test_hf_negatives_are_flat_frame_indices(benchmark):
+  cfg = get_variant("tiny")
+  frames, batch = 49, 3
+  key_mask, key_neg = jax.random.split(jax.random.PRNGKey(0))
+  masked = masking.compute_time_mask(key_mask, jnp.ones((batch, frames), bool), cfg.mask_time_prob,
+                                     cfg.mask_time_length, cfg.mask_time_min_masks)
+  negatives = masking.sample_negatives(key_neg, masked.count, masked.valid, cfg.num_negatives)
+  ours = benchmark.hf_negatives(masked, negatives, frames)
+  positions, negatives = np.asarray(masked.positions), np.asarray(negatives)
+  expected = np.zeros_like(ours)
+  for b in range(batch):  # the loop of tests/test_hf_parity.py
+    for j in range(int(masked.count)):
+      expected[b, positions[b, j]] = b * frames + positions[b, negatives[b, j]]
+  np.testing.assert_array_equal(ours, expected)
+  mask = np.asarray(masked.mask)
+  assert np.all(mask.reshape(-1)[ours[mask]])  # every negative of a masked frame is a masked frame
