@@ -97,6 +97,17 @@ class InputIterator:
     """This host's possible `(batch, samples)` waveform shapes (`batch = global batch / process_count`)."""
     return tuple((b // self.process_count, s) for b, s in self.spec.shapes)
 
+  def batch_specs(self) -> list[dict[str, tuple[tuple[int, ...], Any]]]:
+    """Shape and dtype of every field of every possible batch (one dict per bucket), for ahead-of-time compiles."""
+    specs = []
+    for k, (b, s) in enumerate(self.shapes):
+      spec = {"waveform": ((b, s), np.float32), "attention_mask": ((b, s), np.int32), "language": ((b,), np.int32),
+              "utterance": ((b,), np.int32)}
+      if not self._crop:
+        spec |= {"labels": ((b, self.spec.label_lengths[k]), np.int32), "label_lengths": ((b,), np.int32)}
+      specs.append(spec)
+    return specs
+
   def epoch_plan(self, epoch: int) -> batching.EpochPlan:
     """The global batches of `epoch` (identical on every host)."""
     with self._plan_lock:
@@ -134,7 +145,7 @@ class InputIterator:
     with self._lock:
       self._epoch, self._step = int(state["epoch"]), int(state["step"])
       self._counters = Counters(state.get("counters", {}))
-      self._batches = None
+      self._batches, self._pending_error = None, None
 
   def counters(self) -> dict[str, int]:
     """Counts so far: `index/*`, `skipped/<kind>`, `filtered/*`, `input/*`, `language/<name>/utterances`."""
@@ -204,8 +215,12 @@ class InputIterator:
                                         output_signature=(scalar, scalar, scalar, tf.TensorSpec((None,), tf.int64),
                                                           scalar))
     tout = (tf.float32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int32)
-    load = lambda *a: tuple(tf.numpy_function(lambda *x: self._load(*(int(v) for v in x[:3]), x[3], int(x[4])),
-                                              a, tout, stateful=False))
+
+    @tf.autograph.experimental.do_not_convert
+    def load(*job):
+      return tuple(tf.numpy_function(lambda e, s, b, rows, off: self._load(int(e), int(s), int(b), rows, int(off)),
+                                     job, tout, stateful=False))
+
     parallel = tf.data.AUTOTUNE if self.config.num_parallel_calls < 0 else self.config.num_parallel_calls
     ds = ds.map(load, num_parallel_calls=parallel, deterministic=True).prefetch(self.config.prefetch)
     return ds.as_numpy_iterator()

@@ -121,6 +121,11 @@ def test_finetune_pads_and_encodes_labels(index, folder):
       assert vocab.decode(b["labels"][r, :b["label_lengths"][r]]) == it.data.index.transcripts[u]
       assert LANGS[["en", "fr", "de"].index(it.languages[b["language"][r]])] == it.data.index.languages[u]
   assert sorted(seen) == list(range(len(it.data.index)))  # one epoch, no drop: every utterance once
+  it.set_state({**it.get_state(), "epoch": 0, "step": 0})
+  specs = it.batch_specs()
+  for b in it:
+    assert any(all(b[k].shape == shape and b[k].dtype == dtype for k, (shape, dtype) in spec.items())
+               for spec in specs)
 
 
 def test_same_seed_same_batches_other_seed_differs(index):
