@@ -168,7 +168,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         window["flops"] += flops.count_flops(cfg, shape[0], shape[1], "pretrain").per_step
         window["audio"] += float(local["attention_mask"].sum()) * jax.process_count() / input_config.sample_rate
         window["steps"] += 1
-        if step % config.log_every == 0 or step == config.total_steps:
+        if step % config.log_every == 0 or step == config.total_steps or step == 1:
           last = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
           last.update(_throughput(window, peak))
           last["compiles"] = float(len(compiled))
