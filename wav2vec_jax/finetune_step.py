@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from wav2vec_jax import losses
-from wav2vec_jax.pretrain_step import _all_finite  # pylint: disable=protected-access
+from wav2vec_jax import train_state
 from wav2vec_jax.train_state import TrainState
 
 # The conv feature encoder is never fine-tuned (fairseq `feature_grad_mult: 0.0`, transformers'
@@ -93,17 +93,8 @@ def train_step(state: TrainState, batch: dict, rng, *, model, tx: optax.Gradient
   mask = trainable_mask(grads, options.freeze_encoder)
   # Unused gradients are dead code: XLA drops the backward of frozen parts.
   grads = jax.tree_util.tree_map(lambda g, m: g if m else jnp.zeros_like(g), grads, mask)
-  finite = jnp.isfinite(loss) & logits_finite & _all_finite(grads)
-  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-  bad = (~finite).astype(jnp.int32)
-  new_state = state.replace(
-      step=state.step + 1,
-      params=jax.tree_util.tree_map(keep, new_params, state.params),
-      opt_state=jax.tree_util.tree_map(keep, new_opt_state, state.opt_state),
-      bad_steps=state.bad_steps + bad,
-      consecutive_bad_steps=(state.consecutive_bad_steps + 1) * bad)
+  finite = jnp.isfinite(loss) & logits_finite & train_state.all_finite(grads)
+  new_state = train_state.apply_gradients(state, grads, tx, finite)
   num_tokens = jnp.maximum(jnp.sum(batch["label_lengths"]), 1).astype(jnp.float32)
   metrics = {
       "loss/ctc": loss,

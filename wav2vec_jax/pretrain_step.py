@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wav2vec_jax import losses, masking, optim
+from wav2vec_jax import losses, masking, optim, train_state
 from wav2vec_jax.train_state import TrainState
 
 
@@ -37,10 +37,6 @@ def _microbatch_loss(model, params, waveform, attention_mask, key, temperature):
                         rngs={"dropout": k_drop, "gumbel": k_gumbel})
   loss, metrics = losses.pretraining_loss(cfg, outputs, negatives)
   return loss.loss, (loss.num_masked, metrics)
-
-
-def _all_finite(tree) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
 def train_step(state: TrainState, batch: dict, rng, *, model, tx: optax.GradientTransformation,
@@ -85,17 +81,8 @@ def train_step(state: TrainState, batch: dict, rng, *, model, tx: optax.Gradient
     metrics["num_masked"] = num_masked
 
   grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(num_masked, 1.0), grads)
-  finite = jnp.isfinite(loss) & _all_finite(grads)
-  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-  bad = (~finite).astype(jnp.int32)
-  new_state = state.replace(
-      step=state.step + 1,
-      params=jax.tree_util.tree_map(keep, new_params, state.params),
-      opt_state=jax.tree_util.tree_map(keep, new_opt_state, state.opt_state),
-      bad_steps=state.bad_steps + bad,
-      consecutive_bad_steps=(state.consecutive_bad_steps + 1) * bad)
+  finite = jnp.isfinite(loss) & train_state.all_finite(grads)
+  new_state = train_state.apply_gradients(state, grads, tx, finite)
   metrics = dict(metrics)
   metrics.update({
       "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),

@@ -72,3 +72,32 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng, 
   init = _init_fn(model, tx, 16000, initial_params)
   with partitioning.activate(mesh, rules):
     return jax.jit(lambda key: nn.unbox(init(key)), out_shardings=shardings)(rng)
+
+
+def all_finite(tree) -> jax.Array:
+  """`[]` bool: every element of every leaf is finite."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, finite) -> TrainState:
+  """One optimiser update that is skipped (params and optimiser state kept) when `finite` is False.
+
+  Args:
+    state: the current TrainState.
+    grads: gradients, same structure as `state.params`.
+    tx: the optimiser.
+    finite: `[]` bool, whether the loss and the gradients were finite; a False is counted in `bad_steps` and in
+      the run of `consecutive_bad_steps` (reset by the next good update).
+  Returns:
+    The next TrainState (`step` advances either way: it counts the batches consumed).
+  """
+  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+  bad = (~finite).astype(jnp.int32)
+  return state.replace(
+      step=state.step + 1,
+      params=jax.tree_util.tree_map(keep, new_params, state.params),
+      opt_state=jax.tree_util.tree_map(keep, new_opt_state, state.opt_state),
+      bad_steps=state.bad_steps + bad,
+      consecutive_bad_steps=(state.consecutive_bad_steps + 1) * bad)
