@@ -50,8 +50,8 @@ def test_scan_matches_unrolled_layers():
   scanned = Wav2Vec2ForCTC(get_variant("tiny", scan_layers=True, remat_policy="full"))
   stacked = convert.stack_layers(jax.tree_util.tree_map(np.asarray, variables["params"]), model.config.num_layers)
   waveform = jax.random.normal(jax.random.PRNGKey(1), (2, 8000))
-  expected = model.apply(variables, waveform).logits
-  np.testing.assert_allclose(scanned.apply({"params": stacked}, waveform).logits, expected, atol=1e-5)
+  expected = jax.jit(model.apply)(variables, waveform).logits
+  np.testing.assert_allclose(jax.jit(scanned.apply)({"params": stacked}, waveform).logits, expected, atol=1e-5)
 
 
 def test_audio_shorter_than_receptive_field_is_a_clear_error():
@@ -66,10 +66,11 @@ def test_all_padding_and_too_short_rows_are_finite_and_leave_other_rows_alone():
   model, variables = _tiny()
   waveform = jax.random.normal(jax.random.PRNGKey(1), (3, 8000))
   mask = jnp.stack([jnp.ones(8000), jnp.zeros(8000), (jnp.arange(8000) < 300)]).astype(jnp.int32)
-  out = model.apply(variables, waveform * mask, mask)
+  apply = jax.jit(model.apply)
+  out = apply(variables, waveform * mask, mask)
   assert np.isfinite(np.asarray(out.logits)).all()
   assert out.frame_mask[1].sum() == 0 and out.frame_mask[2].sum() == 0  # 300 samples < 400: no frame
-  alone = model.apply(variables, waveform[:1], mask[:1])
+  alone = apply(variables, waveform[:1], mask[:1])
   np.testing.assert_allclose(out.logits[0], alone.logits[0], atol=1e-5)
 
 
@@ -82,8 +83,8 @@ def test_pretraining_loss_ignores_all_padding_rows():
   masked = masking.compute_time_mask(jax.random.PRNGKey(2), frame_mask, 0.65, 10, 2)
   assert int(masked.valid[1].sum()) == 0 and int(masked.count) > 0
   negatives = masking.sample_negatives(jax.random.PRNGKey(3), masked.count, masked.valid, cfg.num_negatives)
-  outputs = model.apply(variables, waveform, mask, masked, method="pretrain")
-  loss, metrics = losses.pretraining_loss(cfg, outputs, negatives)
+  loss, metrics = jax.jit(lambda v, m, n: losses.pretraining_loss(
+      cfg, model.apply(v, waveform, mask, m, method="pretrain"), n))(variables, masked, negatives)
   assert float(loss.num_masked) == int(masked.count)
   assert all(np.isfinite(float(v)) for v in metrics.values())
 
@@ -125,7 +126,8 @@ def test_feature_grad_mult_scales_conv_gradients(mult):
 
   def conv_grads(feature_grad_mult):
     model, variables = _tiny(feature_grad_mult=feature_grad_mult)
-    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, waveform).logits ** 2))(variables["params"])
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(model.apply({"params": p}, waveform).logits ** 2)))(
+        variables["params"])
     return grads["wav2vec2"]["feature_extractor"]
 
   full, scaled = conv_grads(1.0), conv_grads(mult)
@@ -136,7 +138,7 @@ def test_bfloat16_compute_is_finite_and_close():
   model, variables = _tiny()
   bf16 = Wav2Vec2ForCTC(model.config.replace(dtype="bfloat16"))
   waveform = jax.random.normal(jax.random.PRNGKey(1), (2, 8000))
-  ref, low = model.apply(variables, waveform).logits, bf16.apply(variables, waveform).logits
+  ref, low = jax.jit(model.apply)(variables, waveform).logits, jax.jit(bf16.apply)(variables, waveform).logits
   assert low.dtype == jnp.float32 and np.isfinite(np.asarray(low)).all()
   assert float(jnp.max(jnp.abs(ref - low))) < 0.1 * float(jnp.max(jnp.abs(ref))) + 0.05
 
