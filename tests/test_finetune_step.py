@@ -49,7 +49,7 @@ def test_ctc_loss_matches_torch():
 
   assert float(per_sentence[2]) == 0.0 and float(theirs.detach()[2]) == 0.0
   np.testing.assert_allclose(np.asarray(per_sentence), theirs.detach().numpy(), rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(float(loss_sum), float(theirs.sum()), rtol=1e-4)
+  np.testing.assert_allclose(float(loss_sum), float(theirs.detach().sum()), rtol=1e-4)
   # transformers' "mean": each sentence over its target length (at least 1), then the batch mean.
   ours_mean = np.mean(np.asarray(per_sentence) / np.maximum(label_lengths, 1))
   np.testing.assert_allclose(ours_mean, float(theirs_mean), rtol=1e-4)
