@@ -1,4 +1,4 @@
-"""Pre-training losses: contrastive (InfoNCE over K distractors), codebook diversity and feature penalty.
+"""Losses: contrastive (InfoNCE over K distractors), codebook diversity, feature penalty, and CTC.
 
 Scaling follows fairseq's `Wav2vecCriterion`: the contrastive term is a *sum* of cross-entropies over masked
 frames; the diversity term `(G*V - prob_perplexity) / (G*V)` and the feature penalty are multiplied by the number
@@ -11,6 +11,7 @@ import math
 import flax.struct
 import jax
 import jax.numpy as jnp
+import optax
 
 from wav2vec_jax.models.config import ModelConfig
 
@@ -139,7 +140,6 @@ def ctc_loss(logits, frame_mask, labels, label_lengths, blank_id: int = 0):
   Returns:
     (loss_sum, per_sentence): `[]` float32 sum over the batch and `[batch]` float32 negative log-likelihoods.
   """
-  import optax  # pylint: disable=g-import-not-at-top
 
   logits = logits.astype(jnp.float32)
   labels = labels.astype(jnp.int32)
