@@ -105,10 +105,7 @@ def load_own(directory: str, **config_overrides):
   directory = os.path.abspath(directory)
   with open(os.path.join(directory, OWN_CONFIG_FILE)) as f:
     meta = json.load(f)
-  fields = meta["model_config"]
-  for name in ("conv_dim", "conv_kernel", "conv_stride", "gumbel_temperature"):
-    fields[name] = tuple(fields[name])
-  saved_cfg = ModelConfig(**fields)
+  saved_cfg = ModelConfig.from_dict(meta["model_config"])
   cfg = saved_cfg.replace(**config_overrides).validate()
   model_class = MODEL_CLASSES[meta["architecture"]]
   params_dir = os.path.join(directory, "params")

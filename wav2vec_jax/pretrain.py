@@ -28,10 +28,7 @@ class BadStepsError(RuntimeError):
 
 def model_config(config) -> ModelConfig:
   """The frozen ModelConfig from `config.model` (a ConfigDict of ModelConfig fields)."""
-  fields = config.model.to_dict()
-  for name in ("conv_dim", "conv_kernel", "conv_stride", "gumbel_temperature"):
-    fields[name] = tuple(fields[name])
-  return ModelConfig(**fields).validate()
+  return ModelConfig.from_dict(config.model.to_dict())
 
 
 def build_index(data) -> AudioIndex:
@@ -157,15 +154,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         shape = batch["waveform"].shape
         if shape not in compiled:  # ahead-of-time compile per batch shape, with its memory and FLOP figures
           t0 = time.perf_counter()
-          compiled[shape] = step_fn.lower(state, batch, rng).compile()
+          executable = step_fn.lower(state, batch, rng).compile()
           analytic = flops.count_flops(cfg, shape[0], shape[1], "pretrain").per_step
-          xla = flops.xla_flops(compiled[shape]) * jax.device_count()  # cost_analysis counts one device's share
+          compiled[shape] = (executable, analytic)
+          xla = flops.xla_flops(executable) * jax.device_count()  # cost_analysis counts one device's share
           logging.info("compiled step for batch %s in %.1fs (%d shapes so far); memory %s; analytic %.1f GFLOP/step, "
                        "XLA/analytic %.2f", shape, time.perf_counter() - t0, len(compiled),
-                       compiled[shape].memory_analysis(), analytic / 1e9, xla / max(analytic, 1.0))
-        state, step_metrics = compiled[shape](state, batch, rng)
+                       executable.memory_analysis(), analytic / 1e9, xla / max(analytic, 1.0))
+        executable, analytic = compiled[shape]
+        state, step_metrics = executable(state, batch, rng)
         step += 1
-        window["flops"] += flops.count_flops(cfg, shape[0], shape[1], "pretrain").per_step
+        window["flops"] += analytic
         window["audio"] += float(local["attention_mask"].sum()) * jax.process_count() / input_config.sample_rate
         window["steps"] += 1
         if step % config.log_every == 0 or step == config.total_steps or step == 1:

@@ -121,6 +121,12 @@ class ModelConfig:
     return dataclasses.replace(self, **updates)
 
   @classmethod
+  def from_dict(cls, fields: dict[str, Any]) -> "ModelConfig":
+    """Builds a config from a plain dict of its fields (JSON or ConfigDict: lists become tuples)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return cls(**fields).validate()
+
+  @classmethod
   def field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
