@@ -68,17 +68,17 @@ def _checkpoint_steps(workdir):
 
 def test_tiny_pretraining_learns_skips_nan_and_checkpoints(tmp_path):
   workdir = str(tmp_path / "run")
-  # The tiny recipe (800 steps, ~2 min on 2 cores) sits at chance for a few hundred updates, then learns.
+  # The tiny recipe (1500 steps, ~3 min on 2 cores) sits at chance for 400-700 updates, then learns.
   _finish(_launch(workdir, "--config.measure_peak_flops=false", "--config.fault_injection.nan_steps=(3,)"))
   rows = _metrics(workdir)
   chance = losses.chance_level_bits(10)
   first, tail = rows[0], rows[-2:]
-  assert first["step"] == 1 and tail[-1]["step"] == 800
+  assert first["step"] == 1 and tail[-1]["step"] == 1500
   assert tail[-1]["bad_steps"] == 1.0  # the NaN batch was skipped, counted, and the run went on
   assert all(r["loss/contrastive"] / np.log(2) < chance - 0.2 for r in tail)  # below chance: it learned
-  assert all(r["accuracy"] > 0.2 for r in tail)
+  assert all(r["accuracy"] > 0.15 for r in tail)
   assert all(r["codebook/code_perplexity"] > first["codebook/code_perplexity"] for r in tail)
-  assert _checkpoint_steps(workdir)[-1] == 800
+  assert _checkpoint_steps(workdir)[-1] == 1500
   assert os.path.exists(os.path.join(workdir, "tensorboard"))
   assert all(np.isfinite(v) for row in rows for k, v in row.items() if k != "step" and v is not None)
 
