@@ -9,6 +9,7 @@ import pytest
 import wav2vec_jax
 from wav2vec_jax import convert, losses, masking, partitioning
 from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant
+from wav2vec_jax.models import transformer
 from wav2vec_jax.models.quantizer import GumbelQuantizer
 
 
@@ -134,6 +135,30 @@ def test_feature_grad_mult_scales_conv_gradients(mult):
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(b, mult * a, rtol=1e-4, atol=1e-7), full, scaled)
 
 
+@pytest.mark.parametrize("kernel,groups,frames", [(128, 16, 199), (128, 16, 50), (16, 2, 7), (5, 1, 33)])
+def test_fft_positional_conv_equals_direct_conv_values_and_gradients(kernel, groups, frames):
+  # Odd and even kernels, clips shorter than the kernel, one group and many.
+  dim = 8 * groups
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, frames, dim))
+  w = 0.1 * jax.random.normal(jax.random.PRNGKey(1), (kernel, dim // groups, dim))
+  cotangent = jax.random.normal(jax.random.PRNGKey(2), (2, frames, dim))
+
+  def run(impl):
+    f = jax.jit(lambda x, w: transformer.grouped_conv_same(x, w, groups, impl))
+    y, vjp = jax.vjp(f, x, w)
+    return (y, *vjp(cotangent))
+
+  for direct, spectral in zip(run("conv"), run("fft")):
+    np.testing.assert_allclose(spectral, direct, atol=2e-5 * float(jnp.max(jnp.abs(direct))))
+  # The direct conv is the definition: y[t] = sum_k x[t + k - kernel // 2] @ w[k] within each group.
+  xp = np.pad(np.asarray(x), ((0, 0), (kernel // 2, kernel), (0, 0)))
+  width = dim // groups
+  expected = np.concatenate([
+      sum(xp[:, k:k + frames, g * width:(g + 1) * width] @ np.asarray(w)[k, :, g * width:(g + 1) * width]
+          for k in range(kernel)) for g in range(groups)], axis=-1)
+  np.testing.assert_allclose(run("fft")[0], expected, atol=2e-5 * float(np.max(np.abs(expected))))
+
+
 def test_bfloat16_compute_is_finite_and_close():
   model, variables = _tiny()
   bf16 = Wav2Vec2ForCTC(model.config.replace(dtype="bfloat16"))
@@ -161,3 +186,5 @@ def test_config_typo_is_a_clear_error():
     get_variant("bsae")
   with pytest.raises(ValueError, match="feat_extract_norm"):
     get_variant("base", feat_extract_norm="batch")
+  with pytest.raises(ValueError, match="pos_conv_impl"):
+    get_variant("base", pos_conv_impl="fftw")

@@ -14,14 +14,60 @@ from wav2vec_jax.models import layers
 from wav2vec_jax.models.config import ModelConfig
 
 
+def _fft_size(minimum: int) -> int:
+  """The smallest n >= minimum whose only prime factors are 2, 3 and 5 (fast FFT lengths)."""
+  n = minimum
+  while True:
+    m = n
+    for p in (2, 3, 5):
+      while m % p == 0:
+        m //= p
+    if m == 1:
+      return n
+    n += 1
+
+
+def grouped_conv_same(x, w, groups: int, impl: str):
+  """Grouped 1-D cross-correlation with "same" output length (torch's padding=kernel//2, last frame dropped).
+
+  Args:
+    x: `[batch, frames, dim]` input.
+    w: `[kernel, dim // groups, dim]` kernel (`WIO`; group g maps input channels g*w:(g+1)*w to the same outputs).
+    groups: number of channel groups.
+    impl: "conv" (one dense conv per group) or "fft" (rfft over time, a per-frequency grouped product, irfft;
+      float32, exact up to rounding for any kernel and length).
+  Returns:
+    `[batch, frames, dim]`: y[t] = sum_k x[t + k - kernel // 2] @ w[k] per group, zero outside the clip. "fft"
+    returns float32, "conv" the dtype of x.
+  """
+  batch, frames, dim = x.shape
+  kernel, width = w.shape[0], dim // groups
+  if impl == "fft":
+    n = _fft_size(frames + kernel - 1)  # no circular wrap-around for any output frame
+    xp = jnp.pad(x.astype(jnp.float32), ((0, 0), (kernel // 2, 0), (0, 0)))
+    xf = jnp.fft.rfft(xp, n=n, axis=1).reshape(batch, -1, groups, width)
+    wf = jnp.conj(jnp.fft.rfft(w.astype(jnp.float32), n=n, axis=0)).reshape(-1, width, groups, width)
+    yf = jnp.einsum("bfgi,figo->bfgo", xf, wf).reshape(batch, -1, dim)  # conj: correlation, not convolution
+    return jnp.fft.irfft(yf, n=n, axis=1)[:, :frames]
+  # One dense conv per group instead of feature_group_count: XLA's SPMD partitioner sums the weight gradient of
+  # a grouped conv over mesh axes the batch is replicated on (wrong by a factor of e.g. 2 on a (2, 2, 2) mesh).
+  y = jnp.concatenate([
+      jax.lax.conv_general_dilated(
+          x[..., g * width:(g + 1) * width], w[..., g * width:(g + 1) * width], window_strides=(1,),
+          padding=[(kernel // 2, kernel // 2)], dimension_numbers=("NWC", "WIO", "NWC"))
+      for g in range(groups)], axis=-1)
+  return y[:, :frames]  # "same" padding with an even kernel yields one extra frame: drop the last
+
+
 class PositionalConvEmbedding(nn.Module):
   """Grouped Conv1d (kernel 128, 16 groups) with weight norm over the kernel axis, drop last frame, GELU."""
 
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x):
-    """[batch, frames, hidden] -> [batch, frames, hidden] (compute dtype)."""
+  def __call__(self, x, frame_mask=None):
+    """x `[batch, frames, hidden]` (zero at padded frames), frame_mask `[batch, frames]` bool or None ->
+    `[batch, frames, hidden]` (compute dtype)."""
     cfg = self.config
     kernel, groups, dim = cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups, cfg.hidden_size
     std = 2.0 * math.sqrt(1.0 / (kernel * dim))
@@ -32,18 +78,20 @@ class PositionalConvEmbedding(nn.Module):
     # At init g = ||v||, so the effective kernel equals v (torch's weight_norm initialisation).
     g = self.param("weight_g", layers.partitioned(lambda *_: norm.astype(cfg.weight_dtype), ("conv_width",)))
     bias = self.param("bias", layers.partitioned(nn.initializers.zeros, ("embed",)), (dim,), cfg.weight_dtype)
-    w = (v32 * (g.astype(jnp.float32) / norm)[:, None, None]).astype(cfg.compute_dtype)
-    # One dense conv per group instead of feature_group_count: XLA's SPMD partitioner sums the weight gradient of
-    # a grouped conv over mesh axes the batch is replicated on (wrong by a factor of e.g. 2 on a (2, 2, 2) mesh).
-    x = x.astype(cfg.compute_dtype)
-    width = dim // groups
-    y = jnp.concatenate([
-        jax.lax.conv_general_dilated(
-            x[..., g * width:(g + 1) * width], w[..., g * width:(g + 1) * width], window_strides=(1,),
-            padding=[(kernel // 2, kernel // 2)], dimension_numbers=("NWC", "WIO", "NWC"))
-        for g in range(groups)], axis=-1)
-    if kernel % 2 == 0:  # "same" padding with an even kernel yields one extra frame: drop the last.
-      y = y[:, :-1]
+    w = v32 * (g.astype(jnp.float32) / norm)[:, None, None]
+    impl = cfg.pos_conv_impl
+    if impl == "auto":
+      impl = "fft" if jax.default_backend() == "cpu" else "conv"
+    if impl == "conv":
+      w, x = w.astype(cfg.compute_dtype), x.astype(cfg.compute_dtype)
+    y = grouped_conv_same(x, w, groups, impl)
+    if impl == "fft" and frame_mask is not None:
+      # Padded frames beyond the kernel's reach of every real frame are exactly 0 in the direct conv; the FFT
+      # leaves ~1e-7 of rounding there, which the post-LN encoder's LayerNorm would blow up at those frames.
+      reach = jax.lax.reduce_window(frame_mask.astype(jnp.int32), 0, jax.lax.add, (1, kernel), (1, 1),
+                                    ((0, 0), (kernel // 2, kernel - 1 - kernel // 2)))
+      y = jnp.where(reach[..., None] > 0, y, 0.0)
+    y = y.astype(cfg.compute_dtype)
     return layers.gelu(y + bias.astype(cfg.compute_dtype))
 
 
@@ -145,7 +193,7 @@ class Encoder(nn.Module):
     """x `[batch, frames, hidden]`, frame_mask `[batch, frames]` bool -> `[batch, frames, hidden]` float32."""
     cfg = self.config
     x = jnp.where(frame_mask[..., None], x.astype(jnp.float32), 0.0)  # padded frames contribute nothing
-    x = x + PositionalConvEmbedding(cfg, name="pos_conv_embed")(x).astype(jnp.float32)
+    x = x + PositionalConvEmbedding(cfg, name="pos_conv_embed")(x, frame_mask).astype(jnp.float32)
     if not cfg.layer_norm_first:
       x = layers.layer_norm(cfg, "layer_norm")(x)
     x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=self.deterministic)
