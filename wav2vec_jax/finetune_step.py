@@ -93,7 +93,8 @@ def train_step(state: TrainState, batch: dict, rng, *, model, tx: optax.Gradient
   mask = trainable_mask(grads, options.freeze_encoder)
   # Unused gradients are dead code: XLA drops the backward of frozen parts.
   grads = jax.tree_util.tree_map(lambda g, m: g if m else jnp.zeros_like(g), grads, mask)
-  finite = jnp.isfinite(loss) & logits_finite & train_state.all_finite(grads)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & logits_finite & jnp.isfinite(grad_norm)  # a NaN/inf gradient makes the norm one
   new_state = train_state.apply_gradients(state, grads, tx, finite)
   num_tokens = jnp.maximum(jnp.sum(batch["label_lengths"]), 1).astype(jnp.float32)
   metrics = {
@@ -101,7 +102,7 @@ def train_step(state: TrainState, batch: dict, rng, *, model, tx: optax.Gradient
       "loss/ctc_per_token": jnp.sum(per_sentence) / num_tokens,
       "ctc/zeroed_sentences": jnp.sum((per_sentence == 0.0) & (batch["label_lengths"] > 0)),
       "learning_rate": schedule(state.step),
-      "grad_norm": optax.global_norm(grads),
+      "grad_norm": grad_norm,
       "skipped": 1.0 - finite.astype(jnp.float32),
       "bad_steps": new_state.bad_steps,
   }

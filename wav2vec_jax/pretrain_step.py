@@ -80,14 +80,17 @@ def train_step(state: TrainState, batch: dict, rng, *, model, tx: optax.Gradient
     metrics["loss/bits"] = loss / jnp.maximum(num_masked, 1.0) / jnp.log(2.0)
     metrics["num_masked"] = num_masked
 
-  grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(num_masked, 1.0), grads)
-  finite = jnp.isfinite(loss) & train_state.all_finite(grads)
-  new_state = train_state.apply_gradients(state, grads, tx, finite)
+  # fairseq divides the summed gradients by the sample size; the factor is applied inside the optimiser update.
+  # A NaN or inf anywhere in the gradients makes their norm non-finite (fairseq's check as well).
+  scale = 1.0 / jnp.maximum(num_masked, 1.0)
+  grad_norm = optax.global_norm(grads) * scale
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  new_state = train_state.apply_gradients(state, grads, tx, finite, grad_scale=scale)
   metrics = dict(metrics)
   metrics.update({
       "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
       "gumbel_temperature": temperature,
-      "grad_norm": optax.global_norm(grads),
+      "grad_norm": grad_norm,
       "skipped": 1.0 - finite.astype(jnp.float32),
       "bad_steps": new_state.bad_steps.astype(jnp.float32),
   })

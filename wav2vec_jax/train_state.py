@@ -74,30 +74,34 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng, 
     return jax.jit(lambda key: nn.unbox(init(key)), out_shardings=shardings)(rng)
 
 
-def all_finite(tree) -> jax.Array:
-  """`[]` bool: every element of every leaf is finite."""
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
-
-
-def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, finite) -> TrainState:
+def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, finite,
+                    grad_scale=None) -> TrainState:
   """One optimiser update that is skipped (params and optimiser state kept) when `finite` is False.
 
   Args:
     state: the current TrainState.
     grads: gradients, same structure as `state.params`.
     tx: the optimiser.
-    finite: `[]` bool, whether the loss and the gradients were finite; a False is counted in `bad_steps` and in
-      the run of `consecutive_bad_steps` (reset by the next good update).
+    finite: `[]` bool, whether the loss and the gradients were finite (e.g. `jnp.isfinite(global_norm)`); a False
+      is counted in `bad_steps` and in the run of `consecutive_bad_steps` (reset by the next good update).
+    grad_scale: optional `[]` float32 factor applied to `grads` inside the update, where XLA fuses it into the
+      optimiser's elementwise pass instead of writing a scaled copy of every gradient.
   Returns:
     The next TrainState (`step` advances either way: it counts the batches consumed).
   """
-  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+  def update(params_and_opt):
+    params, opt_state = params_and_opt
+    scaled = grads if grad_scale is None else jax.tree_util.tree_map(lambda g: g * grad_scale, grads)
+    updates, new_opt_state = tx.update(scaled, opt_state, params)
+    return optax.apply_updates(params, updates), new_opt_state
+
+  # lax.cond, not a jnp.where per leaf: the select re-reads and re-writes every parameter and optimiser moment
+  # (~0.3 s per BASE step on 2 CPU cores, 4x the Adam update itself).
+  params, opt_state = jax.lax.cond(finite, update, lambda x: x, (state.params, state.opt_state))
   bad = (~finite).astype(jnp.int32)
   return state.replace(
       step=state.step + 1,
-      params=jax.tree_util.tree_map(keep, new_params, state.params),
-      opt_state=jax.tree_util.tree_map(keep, new_opt_state, state.opt_state),
+      params=params,
+      opt_state=opt_state,
       bad_steps=state.bad_steps + bad,
       consecutive_bad_steps=(state.consecutive_bad_steps + 1) * bad)
