@@ -45,6 +45,7 @@ flags.DEFINE_integer("warmup", 1, "Untimed steps after the first (compiling) ste
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (parameters stay float32).")
 flags.DEFINE_bool("scan_layers", False, "nn.scan over the transformer layers.")
 flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "Rematerialisation policy of the layers.")
+flags.DEFINE_enum("pos_conv_impl", "auto", ["auto", "fft", "conv"], "Positional conv: FFT or one conv per group.")
 flags.DEFINE_enum("compare", "", ["", "transformers"], "Also time transformers' PyTorch model, interleaved.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the batch and the step keys.")
 
@@ -65,11 +66,13 @@ class Case:
   dtype: str = "float32"
   scan_layers: bool = False
   remat: str = "none"
+  pos_conv_impl: str = "auto"
 
 
 def model_config(case: Case):
   """The ModelConfig of a case (CTC: conv encoder frozen by feature_grad_mult=0, as in fine-tuning)."""
-  overrides = {"dtype": case.dtype, "scan_layers": case.scan_layers, "remat_policy": case.remat}
+  overrides = {"dtype": case.dtype, "scan_layers": case.scan_layers, "remat_policy": case.remat,
+               "pos_conv_impl": case.pos_conv_impl}
   if case.kind == "ctc":
     overrides["feature_grad_mult"] = 0.0
   return get_variant(case.variant, **overrides)
@@ -225,7 +228,8 @@ def benchmark_case(case: Case, *, steps: int, warmup: int, compare: str, peak_fl
   memory = compiled.memory_analysis()
   result = {
       "variant": case.variant, "kind": case.kind, "batch": case.batch, "samples": case.samples,
-      "dtype": case.dtype, "scan_layers": case.scan_layers, "remat": case.remat, "steps": steps,
+      "dtype": case.dtype, "scan_layers": case.scan_layers, "remat": case.remat,
+      "pos_conv_impl": case.pos_conv_impl, "steps": steps,
       "jax_ms": round(jax_s * 1e3, 2), "jax_ms_min": round(min(jax_times) * 1e3, 2),
       "jax_ms_first_step": round(first_ms, 1), "compile_s": round(compile_s, 2),
       "audio_s_per_s": round(count.audio_seconds / jax_s, 3),
@@ -271,7 +275,7 @@ def run(cases, *, steps: int, warmup: int = 1, compare: str = "", seed: int = 0,
 def main(argv):
   del argv
   f = flags.FLAGS
-  cases = [Case(variant, kind, f.batch, f.samples, f.dtype, f.scan_layers, f.remat)
+  cases = [Case(variant, kind, f.batch, f.samples, f.dtype, f.scan_layers, f.remat, f.pos_conv_impl)
            for variant in f.variant for kind in f.kind]
   run(cases, steps=f.steps, warmup=f.warmup, compare=f.compare, seed=f.seed,
       emit=lambda line: print(line, flush=True))
