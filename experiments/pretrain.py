@@ -24,12 +24,15 @@ flags.DEFINE_string("coordinator_address", "", "host:port of process 0 for multi
 flags.DEFINE_integer("num_processes", 1, "Processes in a multi-process run.")
 flags.DEFINE_integer("process_id", 0, "This process's rank in a multi-process run.")
 flags.DEFINE_bool("cpu_collectives", False, "Use gloo collectives (several CPU processes).")
+flags.DEFINE_string("compilation_cache_dir", os.path.expanduser("~/.cache/wav2vec_jax/xla"),
+                    "Persistent XLA compilation cache (local or gs:// path; empty: off): relaunches skip compiling.")
 
 
 def main(argv):
   del argv
   runtime.quiet_library_logs()
   runtime.hide_accelerators_from_tensorflow()
+  runtime.enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
   runtime.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id,
                      flags.FLAGS.cpu_collectives)
   final = pretrain.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
