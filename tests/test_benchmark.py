@@ -85,3 +85,19 @@ def test_hf_negatives_are_flat_frame_indices(benchmark):
   np.testing.assert_array_equal(ours, expected)
   mask = np.asarray(masked.mask)
   assert np.all(mask.reshape(-1)[ours[mask]])  # every negative of a masked frame is a masked frame
+
+
+@pytest.mark.slow
+def test_profile_step_attributes_op_time_to_model_parts():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  script = os.path.join(os.path.dirname(_PATH), "profile_step.py")
+  out = subprocess.run([sys.executable, script, "--variant=tiny", "--kind=ctc", "--batch=2", "--samples=16000",
+                        "--trace_steps=1", "--top=3"], capture_output=True, text=True, timeout=600, check=True).stdout
+  lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+  summary, parts, ops = lines[0], [l for l in lines if "part" in l], [l for l in lines if "op" in l]
+  assert summary["variant"] == "tiny" and summary["traced_ms_per_step"] > 0 and summary["ops"] > 0
+  by_part = {p["part"]: p["ms"] for p in parts}
+  assert by_part["feature_extractor"] > 0 and by_part["encoder/layers"] > 0 and by_part["optimizer"] > 0
+  assert abs(sum(p["share"] for p in parts) - 1) < 0.01 and len(ops) == 3
