@@ -103,6 +103,32 @@ def test_layerdrop_is_drawn_per_step_inside_jit():
   np.testing.assert_allclose(a, no_drop.apply(no_drop_vars, waveform).logits, atol=1e-6)
 
 
+@pytest.mark.parametrize("scan", [False, True])
+def test_a_dropped_layer_passes_its_input_through_and_gets_no_gradient(scan):
+  zero_dropout = dict(hidden_dropout=0.0, attention_dropout=0.0, dropout_input=0.0, final_dropout=0.0,
+                      mask_time_prob=0.0, scan_layers=scan)
+  model, variables = _tiny(layerdrop=1.0, **zero_dropout)  # every layer dropped
+  waveform = jax.random.normal(jax.random.PRNGKey(1), (1, 8000))
+
+  def loss(params):
+    out = model.apply({"params": params}, waveform, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+    return jnp.sum(out.logits**2), out.last_hidden_state
+
+  grads, hidden = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+  # No layer ran: the context is the (post-LN) encoder input itself, and no layer parameter has a gradient.
+  no_layers, no_layers_vars = _tiny(num_layers=0, **zero_dropout) if not scan else (None, None)
+  if no_layers is not None:
+    params = {k: v for k, v in variables["params"].items()}
+    params["wav2vec2"] = dict(params["wav2vec2"])
+    params["wav2vec2"]["encoder"] = {k: v for k, v in params["wav2vec2"]["encoder"].items()
+                                     if not k.startswith("layers")}
+    expected = no_layers.apply({"params": params}, waveform).last_hidden_state
+    np.testing.assert_allclose(hidden, expected, atol=1e-5)
+  layer_grads = {k: v for k, v in grads["wav2vec2"]["encoder"].items() if k.startswith("layers")}
+  assert layer_grads and all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree_util.tree_leaves(layer_grads))
+  assert float(jnp.max(jnp.abs(grads["lm_head"]["kernel"]))) > 0
+
+
 def test_gumbel_quantizer_is_hard_in_training_with_gradients():
   model, variables = _tiny(Wav2Vec2ForPreTraining)
   q = GumbelQuantizer(model.config)

@@ -153,29 +153,41 @@ class FeedForward(nn.Module):
 class EncoderLayer(nn.Module):
   """One transformer layer, post-LN (BASE) or pre-LN (LARGE/XLSR), with layerdrop; a scan body `(x, mask) -> (x, None)`.
 
-  The residual stream stays float32.
+  The residual stream stays float32. A layer dropped by layerdrop is skipped (`nn.cond`), not computed and
+  discarded: as in fairseq, dropped layers cost nothing.
   """
 
   config: ModelConfig
   deterministic: bool = True
 
-  @nn.compact
+  def setup(self):
+    cfg = self.config
+    self.attention = SelfAttention(cfg, self.deterministic)
+    self.feed_forward = FeedForward(cfg, self.deterministic)
+    self.dropout = nn.Dropout(cfg.hidden_dropout)
+    self.layer_norm = layers.layer_norm(cfg, None)
+    self.final_layer_norm = layers.layer_norm(cfg, None)
+
+  def _block(self, x, key_mask):
+    """The layer itself: `[batch, frames, hidden]` float32 -> the same."""
+    attention, norm1, norm2 = self.attention, self.layer_norm, self.final_layer_norm
+    if self.config.layer_norm_first:
+      h = x + self.dropout(attention(norm1(x), key_mask), deterministic=self.deterministic)
+      h = h + self.feed_forward(norm2(h))
+    else:
+      h = norm1(x + self.dropout(attention(x, key_mask), deterministic=self.deterministic))
+      h = norm2(h + self.feed_forward(h))
+    return h.astype(jnp.float32)
+
   def __call__(self, x, key_mask):
     cfg = self.config
-    attention = SelfAttention(cfg, self.deterministic, name="attention")
-    feed_forward = FeedForward(cfg, self.deterministic, name="feed_forward")
-    dropout = nn.Dropout(cfg.hidden_dropout)
-    norm1, norm2 = layers.layer_norm(cfg, "layer_norm"), layers.layer_norm(cfg, "final_layer_norm")
-    if cfg.layer_norm_first:
-      h = x + dropout(attention(norm1(x), key_mask), deterministic=self.deterministic)
-      h = h + feed_forward(norm2(h))
-    else:
-      h = norm1(x + dropout(attention(x, key_mask), deterministic=self.deterministic))
-      h = norm2(h + feed_forward(h))
-    if cfg.layerdrop > 0.0 and not self.deterministic:
+    x = x.astype(jnp.float32)
+    if cfg.layerdrop > 0.0 and not self.deterministic and not self.is_initializing():
       drop = jax.random.uniform(self.make_rng("dropout"), ()) < cfg.layerdrop
-      h = jnp.where(drop, x, h)
-    return nn.with_logical_constraint(h.astype(jnp.float32), ("batch", "frames", "embed")), None
+      h = nn.cond(drop, lambda mdl, x, m: x, lambda mdl, x, m: mdl._block(x, m), self, x, key_mask)
+    else:
+      h = self._block(x, key_mask)
+    return nn.with_logical_constraint(h, ("batch", "frames", "embed")), None
 
 
 def _remat_policy(name: str):
