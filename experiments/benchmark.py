@@ -272,11 +272,17 @@ def run(cases, *, steps: int, warmup: int = 1, compare: str = "", seed: int = 0,
   return results
 
 
+def cases_from_flags() -> list[Case]:
+  """One Case per (--variant, --kind) with the other case flags."""
+  f = flags.FLAGS
+  return [Case(variant, kind, f.batch, f.samples, f.dtype, f.scan_layers, f.remat, f.pos_conv_impl)
+          for variant in f.variant for kind in f.kind]
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
-  cases = [Case(variant, kind, f.batch, f.samples, f.dtype, f.scan_layers, f.remat, f.pos_conv_impl)
-           for variant in f.variant for kind in f.kind]
+  cases = cases_from_flags()
   run(cases, steps=f.steps, warmup=f.warmup, compare=f.compare, seed=f.seed,
       emit=lambda line: print(line, flush=True))
 

@@ -114,11 +114,8 @@ def profile_case(case: benchmark.Case, steps: int, top: int, emit=print) -> dict
 
 def main(argv):
   del argv
-  f = flags.FLAGS
-  for variant in f.variant:
-    for kind in f.kind:
-      case = benchmark.Case(variant, kind, f.batch, f.samples, f.dtype, f.scan_layers, f.remat, f.pos_conv_impl)
-      profile_case(case, f.trace_steps, f.top, emit=lambda line: print(line, flush=True))
+  for case in benchmark.cases_from_flags():
+    profile_case(case, flags.FLAGS.trace_steps, flags.FLAGS.top, emit=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

@@ -93,9 +93,7 @@ def train_step(state: TrainState, batch: dict, rng, *, model, tx: optax.Gradient
   mask = trainable_mask(grads, options.freeze_encoder)
   # Unused gradients are dead code: XLA drops the backward of frozen parts.
   grads = jax.tree_util.tree_map(lambda g, m: g if m else jnp.zeros_like(g), grads, mask)
-  grad_norm = optax.global_norm(grads)
-  finite = jnp.isfinite(loss) & logits_finite & jnp.isfinite(grad_norm)  # a NaN/inf gradient makes the norm one
-  new_state = train_state.apply_gradients(state, grads, tx, finite)
+  new_state, grad_norm, finite = train_state.apply_gradients(state, grads, tx, jnp.isfinite(loss) & logits_finite)
   num_tokens = jnp.maximum(jnp.sum(batch["label_lengths"]), 1).astype(jnp.float32)
   metrics = {
       "loss/ctc": loss,

@@ -81,11 +81,8 @@ def train_step(state: TrainState, batch: dict, rng, *, model, tx: optax.Gradient
     metrics["num_masked"] = num_masked
 
   # fairseq divides the summed gradients by the sample size; the factor is applied inside the optimiser update.
-  # A NaN or inf anywhere in the gradients makes their norm non-finite (fairseq's check as well).
-  scale = 1.0 / jnp.maximum(num_masked, 1.0)
-  grad_norm = optax.global_norm(grads) * scale
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  new_state = train_state.apply_gradients(state, grads, tx, finite, grad_scale=scale)
+  new_state, grad_norm, finite = train_state.apply_gradients(
+      state, grads, tx, jnp.isfinite(loss), grad_scale=1.0 / jnp.maximum(num_masked, 1.0))
   metrics = dict(metrics)
   metrics.update({
       "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),

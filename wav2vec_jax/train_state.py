@@ -74,21 +74,28 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng, 
     return jax.jit(lambda key: nn.unbox(init(key)), out_shardings=shardings)(rng)
 
 
-def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, finite,
-                    grad_scale=None) -> TrainState:
-  """One optimiser update that is skipped (params and optimiser state kept) when `finite` is False.
+def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, loss_finite,
+                    grad_scale=None) -> tuple[TrainState, jax.Array, jax.Array]:
+  """One optimiser update, skipped (params and optimiser state kept) when the loss or a gradient is not finite.
 
   Args:
     state: the current TrainState.
     grads: gradients, same structure as `state.params`.
     tx: the optimiser.
-    finite: `[]` bool, whether the loss and the gradients were finite (e.g. `jnp.isfinite(global_norm)`); a False
-      is counted in `bad_steps` and in the run of `consecutive_bad_steps` (reset by the next good update).
-    grad_scale: optional `[]` float32 factor applied to `grads` inside the update, where XLA fuses it into the
-      optimiser's elementwise pass instead of writing a scaled copy of every gradient.
+    loss_finite: `[]` bool, whether the loss (and whatever else the caller checks) was finite.
+    grad_scale: optional `[]` float32 factor applied to `grads` (e.g. fairseq's 1 / sample size), inside the
+      update where XLA fuses it into the optimiser's elementwise pass instead of writing a scaled copy.
   Returns:
-    The next TrainState (`step` advances either way: it counts the batches consumed).
+    (next TrainState, grad_norm `[]` float32 of the scaled gradients, finite `[]` bool). A NaN or inf anywhere in
+    the gradients makes their norm non-finite (fairseq's check); a skipped update is counted in `bad_steps` and in
+    the run of `consecutive_bad_steps` (reset by the next good update). `step` advances either way: it counts the
+    batches consumed.
   """
+  grad_norm = optax.global_norm(grads)
+  if grad_scale is not None:
+    grad_norm = grad_norm * grad_scale
+  finite = loss_finite & jnp.isfinite(grad_norm)
+
   def update(params_and_opt):
     params, opt_state = params_and_opt
     scaled = grads if grad_scale is None else jax.tree_util.tree_map(lambda g: g * grad_scale, grads)
@@ -99,9 +106,10 @@ def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, 
   # (~0.3 s per BASE step on 2 CPU cores, 4x the Adam update itself).
   params, opt_state = jax.lax.cond(finite, update, lambda x: x, (state.params, state.opt_state))
   bad = (~finite).astype(jnp.int32)
-  return state.replace(
+  new_state = state.replace(
       step=state.step + 1,
       params=params,
       opt_state=opt_state,
       bad_steps=state.bad_steps + bad,
       consecutive_bad_steps=(state.consecutive_bad_steps + 1) * bad)
+  return new_state, grad_norm, finite
