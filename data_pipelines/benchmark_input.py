@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from data_pipelines import batching, pipeline, sources
-from wav2vec_jax.vocab import Vocab
+from data_pipelines.vocab import Vocab
 
 
 def default_folder() -> str:

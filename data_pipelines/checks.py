@@ -14,7 +14,7 @@ import numpy as np
 from data_pipelines import audio as audio_lib
 from data_pipelines.errors import AudioInputError, Counters, handle
 from data_pipelines.sources import AudioIndex
-from wav2vec_jax.vocab import Vocab, VocabError
+from data_pipelines.vocab import Vocab, VocabError
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -106,4 +106,7 @@ def _problem(index, i, length, target_sample_rate, allow_resample, mono_mixdown,
     return AudioInputError("multichannel", name, f"{index.channels[i]} channels and mono mixdown is disabled")
   if vocab is not None and (index.transcripts is None or index.transcripts[i] is None):
     return AudioInputError("missing_transcript", name, "no transcript for this utterance")
+  if vocab is not None and not index.transcripts[i].strip():
+    return AudioInputError("empty_transcript", name, "the transcript is empty: CTC needs at least one label "
+                           "(fix or remove the line in the transcript file)")
   return None

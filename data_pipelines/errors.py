@@ -21,6 +21,7 @@ KINDS = (
     "sample_rate",  # sample rate differs from the target and resampling is disabled
     "multichannel",  # more than one channel and mono mixdown is disabled
     "missing_transcript",  # labelled data without a transcript (or a transcript without audio)
+    "empty_transcript",  # labelled data whose transcript has no characters (CTC needs at least one label)
     "out_of_vocabulary",  # transcript characters outside the CTC vocabulary
 )
 

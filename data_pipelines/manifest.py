@@ -19,7 +19,7 @@ from absl import logging
 from data_pipelines import audio as audio_lib
 from data_pipelines import sources
 from data_pipelines.sources import AudioIndex, FileReader
-from wav2vec_jax.vocab import Vocab, from_ltr, to_ltr
+from data_pipelines.vocab import Vocab, from_ltr, to_ltr
 
 
 def _read_lines(path: str) -> list[str]:

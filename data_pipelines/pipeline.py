@@ -27,7 +27,7 @@ from data_pipelines import rows as rows_lib
 from data_pipelines.errors import AudioInputError, Counters, check_on_error
 from data_pipelines.input_config import InputConfig
 from data_pipelines.sources import AudioIndex
-from wav2vec_jax.vocab import Vocab
+from data_pipelines.vocab import Vocab
 
 
 def _hide_gpus_from_tensorflow(tf) -> None:

@@ -32,8 +32,11 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 # pylint: disable=g-import-not-at-top
-from wav2vec_jax import convert, finetune_step, flops, masking, optim, partitioning, pretrain_step  # noqa: E402
-from wav2vec_jax import train_state  # noqa: E402
+from wav2vec_jax.interop import convert  # noqa: E402
+from wav2vec_jax import finetune_step, pretrain_step  # noqa: E402
+from wav2vec_jax.training import flops, optim, partitioning  # noqa: E402
+from wav2vec_jax.models import masking  # noqa: E402
+from wav2vec_jax.training import train_state  # noqa: E402
 from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant  # noqa: E402
 
 flags.DEFINE_list("variant", ["tiny"], "Model variants: tiny, base, large, xlsr_53.")

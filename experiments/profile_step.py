@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchmark  # noqa: E402
-from wav2vec_jax import partitioning  # noqa: E402
+from wav2vec_jax.training import partitioning  # noqa: E402
 
 flags.DEFINE_integer("trace_steps", 2, "Traced steps (after one untraced warm-up step).")
 flags.DEFINE_integer("top", 15, "Slowest operations to list.")

@@ -11,7 +11,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from wav2vec_jax import masking
+from wav2vec_jax.models import masking
 from wav2vec_jax.models import get_variant
 
 _PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "benchmark.py")

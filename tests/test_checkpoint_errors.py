@@ -6,7 +6,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import wav2vec_jax
-from wav2vec_jax.convert import CheckpointMismatchError
+from wav2vec_jax.interop.convert import CheckpointMismatchError
 import hf_reference as ref
 
 

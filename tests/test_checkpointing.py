@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from wav2vec_jax import checkpointing, optim, partitioning, pretrain_step, train_state
+from wav2vec_jax.training import checkpointing, optim, partitioning, train_state
+from wav2vec_jax import pretrain_step
 from wav2vec_jax.models import Wav2Vec2ForPreTraining, get_variant
 
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from data_pipelines import audio, pipeline, sampling, sources, synthetic
 from data_pipelines.errors import AudioInputError
-from wav2vec_jax.vocab import Vocab
+from data_pipelines.vocab import Vocab
 
 tf.config.set_visible_devices([], "GPU")
 LANGS = ("en", "fr", "de")

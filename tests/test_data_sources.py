@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from data_pipelines import checks, librispeech_builder, manifest, sources, synthetic, tfds_source
 from data_pipelines.errors import AudioInputError, Counters
-from wav2vec_jax.vocab import Vocab
+from data_pipelines.vocab import Vocab
 
 tf.config.set_visible_devices([], "GPU")
 LANGS = ("en", "fr")

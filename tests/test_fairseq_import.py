@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import wav2vec_jax
-from wav2vec_jax import convert, fairseq_import
+from wav2vec_jax.interop import convert, fairseq_import
 import hf_reference as ref
 
 torch = ref.torch

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from wav2vec_jax import finetune_step, losses, optim, partitioning, train_state
+from wav2vec_jax import finetune_step, losses
+from wav2vec_jax.training import optim, partitioning, train_state
 from wav2vec_jax.models import Wav2Vec2ForCTC, get_variant
 
 VOCAB = 8

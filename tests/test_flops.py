@@ -7,7 +7,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from wav2vec_jax import flops, losses, masking
+from wav2vec_jax.training import flops
+from wav2vec_jax import losses
+from wav2vec_jax.models import masking
 from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant
 
 # LLVM's optimisation level changes the machine code, not the HLO that the cost analysis reads; 0 halves compiles.

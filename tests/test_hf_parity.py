@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import wav2vec_jax
-from wav2vec_jax import losses, masking
-from wav2vec_jax.convert import export_hf
+from wav2vec_jax import losses
+from wav2vec_jax.models import masking
+from wav2vec_jax.interop.convert import export_hf
 import hf_reference as ref
 
 torch = ref.torch

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wav2vec_jax import masking
+from wav2vec_jax.models import masking
 from wav2vec_jax.models import get_variant
 
 CFG = get_variant("base")

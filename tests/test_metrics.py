@@ -9,7 +9,7 @@ from unittest import mock
 import jax
 import pytest
 
-from wav2vec_jax import flops, metrics
+from wav2vec_jax.training import flops, metrics
 from wav2vec_jax.models import get_variant
 
 CHANCE_NATS = math.log(101)  # K = 100

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 import wav2vec_jax
-from wav2vec_jax import convert, losses, masking, partitioning
+from wav2vec_jax.interop import convert
+from wav2vec_jax import losses
+from wav2vec_jax.models import masking
+from wav2vec_jax.training import partitioning
 from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant
 from wav2vec_jax.models import transformer
 from wav2vec_jax.models.quantizer import GumbelQuantizer

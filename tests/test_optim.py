@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from wav2vec_jax import optim
+from wav2vec_jax.training import optim
 
 
 def test_warmup_linear_decay_matches_fairseq_polynomial_decay():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from wav2vec_jax import optim, partitioning, pretrain_step, train_state
+from wav2vec_jax.training import optim, partitioning, train_state
+from wav2vec_jax import pretrain_step
 from wav2vec_jax.models import Wav2Vec2ForPreTraining, get_variant
 
 MESHES = [((1, 1, 1), "fsdp"), ((8, 1, 1), "data"), ((2, 4, 1), "fsdp"), ((2, 2, 2), "fsdp_tensor")]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from wav2vec_jax.torch_checkpoint import Placeholder, load_torch_checkpoint, to_plain
+from wav2vec_jax.interop.torch_checkpoint import Placeholder, load_torch_checkpoint, to_plain
 
 FORMATS = ["zip", "legacy"]
 # dtypes torch.Tensor.numpy() refuses: read them through a signed integer view of the same width.

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from wav2vec_jax import vocab as vocab_lib
-from wav2vec_jax.vocab import Vocab, VocabError
+from data_pipelines import vocab as vocab_lib
+from data_pipelines.vocab import Vocab, VocabError
 
 TEXTS = ["HELLO WORLD", "LE CAFÉ EST FERMÉ", "ÜBER ALLES"]
 

@@ -6,7 +6,7 @@ Public API:
   ModelConfig, get_variant, Wav2Vec2Model, Wav2Vec2ForPreTraining, Wav2Vec2ForCTC
 """
 
-from wav2vec_jax.loading import load_pretrained, save_pretrained
+from wav2vec_jax.interop.loading import load_pretrained, save_pretrained
 from wav2vec_jax.models import (ModelConfig, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, Wav2Vec2Model, Wav2Vec2Output,
                                 get_variant)
 

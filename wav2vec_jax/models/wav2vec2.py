@@ -16,7 +16,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from wav2vec_jax import masking
+from wav2vec_jax.models import masking
 from wav2vec_jax.models import layers
 from wav2vec_jax.models.config import ModelConfig
 from wav2vec_jax.models.feature_encoder import FeatureEncoder, FeatureProjection

@@ -6,9 +6,10 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from wav2vec_jax import partitioning
+from wav2vec_jax.training import partitioning
 
 
 @flax.struct.dataclass
@@ -113,3 +114,24 @@ def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, 
       bad_steps=state.bad_steps + bad,
       consecutive_bad_steps=(state.consecutive_bad_steps + 1) * bad)
   return new_state, grad_norm, finite
+
+
+def with_params(state: TrainState, params, shardings) -> TrainState:
+  """`state` with params replaced by host values (e.g. imported weights), laid out by `shardings`.
+
+  Args:
+    state: a TrainState (e.g. freshly initialised).
+    params: a tree like `state.params` of numpy arrays to place, or `jax.ShapeDtypeStruct` leaves to keep as
+      they are. Each process passes the same values; every device takes its shard (no full copy is traced into a
+      program, and nothing is gathered).
+    shardings: NamedShardings of `state.params`.
+  Returns:
+    The new TrainState. Adam's moments start at zero whatever the values, so the optimiser state stays valid.
+  """
+  def place(current, value, sharding):
+    if isinstance(value, jax.ShapeDtypeStruct):
+      return current
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
+
+  return state.replace(params=jax.tree_util.tree_map(place, state.params, params, shardings))

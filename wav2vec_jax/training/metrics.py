@@ -16,7 +16,7 @@ import time
 import jax
 from absl import logging
 
-from wav2vec_jax import flops
+from wav2vec_jax.training import flops
 
 # A run whose contrastive loss stays within this share of chance after the warm-up is not learning.
 CHANCE_TOLERANCE = 0.02
@@ -120,6 +120,28 @@ class MetricWriter:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def truncate_after(workdir: str, step: int) -> int:
+  """Drops the rows of `<workdir>/metrics.jsonl` past `step` (a run resumed from an earlier checkpoint re-runs
+  them; without this, plots double back). Returns the number of rows dropped."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding="utf-8") as f:
+    lines = [line for line in f if line.strip()]
+  keep = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        keep.append(line)
+    except (ValueError, KeyError):  # a line cut by a kill mid-write
+      continue
+  if len(keep) != len(lines):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.writelines(keep)
+    os.replace(path + ".tmp", path)
+  return len(lines) - len(keep)
 
 
 def health_warnings(metrics: dict[str, float], num_negatives: int, step: int | None = None,

@@ -31,7 +31,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from wav2vec_jax import masking
+from wav2vec_jax.models import masking
 from wav2vec_jax.models.config import ModelConfig
 
 SAMPLE_RATE = 16_000

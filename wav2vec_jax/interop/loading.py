@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from wav2vec_jax import convert
+from wav2vec_jax.interop import convert
 from wav2vec_jax.models.config import ModelConfig
 from wav2vec_jax.models.wav2vec2 import MODEL_CLASSES
 
@@ -44,7 +44,7 @@ def _read_tensor_file(path: str) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
     return load_file(path)
-  from wav2vec_jax.torch_checkpoint import load_torch_checkpoint  # pylint: disable=g-import-not-at-top
+  from wav2vec_jax.interop.torch_checkpoint import load_torch_checkpoint  # pylint: disable=g-import-not-at-top
 
   state = load_torch_checkpoint(path)
   if not isinstance(state, dict):
@@ -148,7 +148,7 @@ def load_pretrained(path: str, **config_overrides):
       return load_own(path, **config_overrides)
     return load_hf(path, **config_overrides)
   if os.path.isfile(path):
-    from wav2vec_jax import fairseq_import  # pylint: disable=g-import-not-at-top
+    from wav2vec_jax.interop import fairseq_import  # pylint: disable=g-import-not-at-top
 
     cfg, architecture, state = fairseq_import.read_fairseq_checkpoint(path)
     cfg = cfg.replace(**config_overrides).validate()

@@ -1,0 +1,1 @@
+"""Launch scripts, configs and notebooks (run from a checkout)."""

@@ -1,0 +1,1 @@
+"""Experiment configs: Python files returning a ConfigDict from get_config(arg)."""

@@ -1,0 +1,1 @@
+"""Inference: CTC decoding and evaluation (WER/CER)."""

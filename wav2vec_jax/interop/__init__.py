@@ -1,0 +1,1 @@
+"""Checkpoint interop: Hugging Face and fairseq import/export, the safe torch-checkpoint reader, load_pretrained."""

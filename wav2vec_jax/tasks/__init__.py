@@ -1,0 +1,1 @@
+"""Training tasks the one loop runs: pre-training (contrastive) and CTC fine-tuning."""

@@ -1,0 +1,282 @@
+"""The one training loop: `train_and_evaluate(config, workdir)` runs pre-training or CTC fine-tuning.
+
+Sections: config, task and model, mesh, input, state (resume: latest checkpoint in the workdir, then
+`config.init_from`, then scratch), steps (one jit per batch shape and task phase), loop (metrics, periodic
+validation, the best checkpoint by WER, checkpoints, SIGTERM, bad-step limit).
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+
+import flax.linen as nn
+import jax
+import numpy as np
+from absl import logging
+
+from data_pipelines.vocab import Vocab
+from wav2vec_jax.interop import loading
+from wav2vec_jax.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
+from wav2vec_jax.tasks.ctc import CTCTask
+from wav2vec_jax.tasks.pretraining import PretrainingTask
+from wav2vec_jax.training import checkpointing, flops, initialization, inputs, optim, partitioning, train_state
+from wav2vec_jax.training import metrics as metrics_lib
+from wav2vec_jax.training import step as step_lib
+from wav2vec_jax.training.validation import CTCValidator
+
+TASKS = ("pretrain", "ctc")
+BEST_DIR = "best"  # the checkpoint with the lowest validation WER: load_pretrained(f"{workdir}/best")
+
+
+class BadStepsError(RuntimeError):
+  """Too many consecutive updates had a non-finite loss or gradient."""
+
+
+def validate_config(config) -> None:
+  """Fails early, naming the field, on values no run can use."""
+  task = config.get("task", "pretrain")
+  checks = [
+      (task in TASKS, "task", f"must be one of {TASKS}"),
+      (config.total_steps >= 1, "total_steps", "must be at least 1"),
+      (config.keep_checkpoints >= 1, "keep_checkpoints", "must be at least 1 (0 would delete every checkpoint)"),
+      (config.checkpoint_every >= 1, "checkpoint_every", "must be at least 1"),
+      (config.log_every >= 1, "log_every", "must be at least 1"),
+      (config.optim.grad_accum >= 1, "optim.grad_accum", "must be at least 1"),
+      (config.max_consecutive_bad_steps >= 1, "max_consecutive_bad_steps", "must be at least 1"),
+  ]
+  for ok, field, why in checks:
+    if not ok:
+      raise ValueError(f"config.{field}={config.get(field.split('.')[0])!r}: {why}")
+
+
+def schedule_of(config, total_steps: int):
+  """The learning-rate schedule of `config.optim` ("linear": warm-up + linear decay; "tri_stage")."""
+  o = config.optim
+  if o.get("schedule", "linear") == "tri_stage":
+    return optim.tri_stage(o.peak_lr, total_steps, *o.phase_ratio, init_scale=o.init_lr_scale,
+                           final_scale=o.final_lr_scale)
+  return optim.warmup_linear_decay(o.peak_lr, o.warmup_steps, total_steps)
+
+
+def build_task(config, cfg):
+  """The task object of `config.task` around a model of ModelConfig `cfg`."""
+  if config.get("task", "pretrain") == "ctc":
+    return CTCTask(Wav2Vec2ForCTC(cfg), freeze_updates=config.freeze_finetune_updates)
+  return PretrainingTask(Wav2Vec2ForPreTraining(cfg), warn_at_chance_after=config.warn_at_chance_after)
+
+
+def _check_resume_config(workdir: str, cfg, architecture: str) -> None:
+  """A workdir's checkpoints were written by one model: name the fields a relaunch changed."""
+  path = os.path.join(workdir, loading.OWN_CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  ours = dataclasses.asdict(cfg)
+  differs = {k: (v, ours.get(k)) for k, v in saved["model_config"].items()
+             if k not in initialization.REGIME_FIELDS and (tuple(v) if isinstance(v, list) else v) != ours.get(k)}
+  if differs or saved["architecture"] != architecture:
+    fields = ", ".join(f"{k}: checkpoint {a!r}, config {b!r}" for k, (a, b) in sorted(differs.items()))
+    raise ValueError(f"{workdir} holds checkpoints of another model ({saved['architecture']} vs {architecture}; "
+                     f"{fields or 'same fields'}). Relaunch with the workdir's config, or use a new --workdir.")
+
+
+def _write_run_files(workdir: str, model, vocab: Vocab | None) -> None:
+  if jax.process_index() != 0:
+    return
+  with open(os.path.join(workdir, loading.OWN_CONFIG_FILE), "w") as f:
+    json.dump({"architecture": type(model).__name__, "model_config": dataclasses.asdict(model.config)}, f, indent=2)
+  if vocab is not None:
+    vocab.save_hf(os.path.join(workdir, inputs.VOCAB_FILE))
+
+
+def _throughput(window: dict, peak: float | None) -> dict[str, float]:
+  """Figures over the steps since the previous log line (the first window, with compilation, is skipped)."""
+  now, out = time.perf_counter(), {}
+  if window["start"] is not None and window["steps"]:
+    seconds = now - window["start"]
+    out = {"throughput/step_seconds": seconds / window["steps"],
+           "throughput/audio_seconds_per_second": window["audio"] / seconds,
+           "throughput/tflops_per_device": window["flops"] / seconds / jax.device_count() / 1e12}
+    if peak:
+      out["throughput/mfu"] = flops.mfu(window["flops"], seconds, peak, jax.device_count())
+  window.update(flops=0.0, audio=0.0, steps=0, start=now)
+  return out
+
+
+def _read_best(workdir: str) -> float:
+  path = os.path.join(workdir, BEST_DIR, "best.json")
+  if not os.path.exists(path):
+    return float("inf")
+  with open(path) as f:
+    return float(json.load(f)["val/wer"])
+
+
+def _save_best(workdir: str, model, params, vocab: Vocab, step: int, scores: dict) -> None:
+  directory = os.path.join(workdir, BEST_DIR)
+  loading.save_pretrained(directory, model, {"params": params})
+  if jax.process_index() == 0:
+    vocab.save_hf(os.path.join(directory, inputs.VOCAB_FILE))
+    with open(os.path.join(directory, "best.json"), "w") as f:
+      json.dump({"step": step, **scores}, f, indent=2)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  """Trains the task of `config.task` ("pretrain" or "ctc").
+
+  Args:
+    config: ConfigDict from `experiments/configs/pretrain.py` or `finetune.py`.
+    workdir: checkpoints, metrics.jsonl, TensorBoard events, the model config, the vocabulary and (fine-tuning)
+      the best checkpoint by validation WER go here.
+  Returns:
+    The metrics of the last logged step (float dict), validation metrics included.
+  """
+  validate_config(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  is_ctc = config.get("task", "pretrain") == "ctc"
+  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
+                                            config.keep_checkpoints, config.async_checkpoints)
+  latest = checkpointer.latest_step()
+
+  # Task and model: the architecture of the initial checkpoint when fine-tuning one, the vocabulary's head size.
+  initial = None
+  if config.init_from and latest is None:
+    initial = initialization.load_initial(config.init_from, config.model.scan_layers)
+  vocab = inputs.load_vocab(config, workdir, initial[2] if initial else None) if is_ctc else None
+  initial_cfg = initial[0].config if initial else None
+  if latest is not None and config.init_from:  # resume: the architecture the run started from
+    initial_cfg = initialization.saved_config(workdir)
+  cfg = initialization.model_config(config, initial_cfg, vocab.size if vocab else None)
+  task = build_task(config, cfg)
+  if latest is not None:
+    _check_resume_config(workdir, cfg, type(task.model).__name__)
+
+  # Mesh.
+  mesh = partitioning.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+  rules = partitioning.logical_axis_rules(config.mesh.rules)
+  batch_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  logging.info("task %s, mesh %s, %d processes, %d devices", task.name, dict(mesh.shape), jax.process_count(),
+               jax.device_count())
+
+  # Input: every host reads its own rows of each global batch.
+  data, eval_data = inputs.make_inputs(config, task.input_mode, batch_parallel * config.optim.grad_accum, vocab,
+                                       jax.process_index(), jax.process_count())
+  logging.info("input: %d batch shapes %s, languages %s", len(data.shapes), data.shapes, data.languages)
+
+  def to_global(local: dict) -> dict:
+    return {k: jax.make_array_from_process_local_data(partitioning.batch_sharding(mesh, rules, v.ndim), v)
+            for k, v in local.items()}
+
+  # State: latest checkpoint, else initial weights, else scratch.
+  schedule = schedule_of(config, config.total_steps)
+  o = config.optim
+  make_tx = lambda phase: optim.adam(schedule, o.b1, o.b2, o.eps, o.weight_decay, o.clip_norm,  # noqa: E731
+                                     labels=task.parameter_labels, groups=task.groups,
+                                     held=task.held(phase))
+  shardings = train_state.state_shardings(task.model, make_tx("train"), mesh, rules)
+  if latest is not None:
+    state, data_state = checkpointer.restore(latest, train_state.abstract_state(task.model, make_tx("train")),
+                                             shardings)
+    data.set_state(data_state)
+    logging.info("resumed from step %d", latest)
+  else:
+    state = train_state.create_train_state(task.model, make_tx("train"), jax.random.PRNGKey(config.seed), mesh, rules)
+    if initial is not None:
+      abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
+      state = train_state.with_params(state, initialization.merge_params(abstract, initial[1], config.init_from),
+                                      shardings.params)
+  _write_run_files(workdir, task.model, vocab)
+  if jax.process_index() == 0:
+    metrics_lib.truncate_after(workdir, int(state.step))  # rows past the restored step would double back
+
+  # Steps: one jit per task phase, compiled ahead of time once per batch shape.
+  step_fns = {}
+  def step_fn(phase):
+    if phase not in step_fns:
+      fn = functools.partial(step_lib.train_step, task=task, tx=make_tx(phase), schedule=schedule, phase=phase,
+                             grad_accum=config.optim.grad_accum)
+      step_fns[phase] = jax.jit(fn, in_shardings=(shardings, None, None), out_shardings=(shardings, None),
+                                donate_argnums=0)
+    return step_fns[phase]
+  rng = jax.random.PRNGKey(config.seed + 1)
+  compiled = {}
+  validator = CTCValidator(task.model, eval_data, vocab, to_global) if eval_data is not None else None
+  best_wer = _read_best(workdir)
+
+  writer = metrics_lib.MetricWriter(workdir, total_steps=config.total_steps)
+  peak = flops.measure_matmul_peak(jax.numpy.dtype(cfg.dtype)) if config.measure_peak_flops else None
+  window = {"flops": 0.0, "audio": 0.0, "steps": 0, "start": None}  # throughput since the last log line
+  termination = checkpointing.TerminationFlag().install()
+  step = int(state.step)
+  last, pending = {}, None
+  eval_every = config.get("eval_every", 0)
+  try:
+    with partitioning.activate(mesh, rules):
+      while step < config.total_steps:
+        local = next(data)
+        if step in config.fault_injection.nan_steps:
+          local = dict(local, waveform=np.full_like(local["waveform"], np.nan))
+        batch = to_global({k: local[k] for k in task.batch_keys})
+        phase = task.phase(step)
+        key = (batch["waveform"].shape, batch.get("labels", batch["waveform"]).shape, phase)
+        if key not in compiled:  # ahead-of-time compile per batch shape and phase, with memory and FLOP figures
+          t0 = time.perf_counter()
+          executable = step_fn(phase).lower(state, batch, rng).compile()
+          shape = batch["waveform"].shape
+          analytic = flops.count_flops(cfg, shape[0], shape[1], task.flop_kind).per_step
+          compiled[key] = (executable, analytic)
+          xla = flops.xla_flops(executable) * jax.device_count()  # cost_analysis counts one device's share
+          logging.info("compiled %s step for batch %s in %.1fs (%d so far); memory %s; analytic %.1f GFLOP/step, "
+                       "XLA/analytic %.2f", phase, shape, time.perf_counter() - t0, len(compiled),
+                       executable.memory_analysis(), analytic / 1e9, xla / max(analytic, 1.0))
+        executable, analytic = compiled[key]
+        state, step_metrics = executable(state, batch, rng)
+        step += 1
+        window["flops"] += analytic
+        window["audio"] += float(local["attention_mask"].sum()) * jax.process_count() / data.config.sample_rate
+        window["steps"] += 1
+        # The bad-step limit, every step, one step behind: the previous step's counter is ready by now.
+        if pending is not None and int(pending[1]["consecutive_bad_steps"]) >= config.max_consecutive_bad_steps:
+          raise BadStepsError(
+              f"{int(pending[1]['consecutive_bad_steps'])} consecutive updates had a non-finite loss or gradient "
+              f"(limit config.max_consecutive_bad_steps={config.max_consecutive_bad_steps}); stopped at step "
+              f"{pending[0]}. The checkpoints in {workdir}/checkpoints hold the last good parameters; look for bad "
+              "input near this step or lower the learning rate.")
+        pending = (step, step_metrics)
+        if step % config.log_every == 0 or step == config.total_steps or step == 1:
+          last = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+          last.update(_throughput(window, peak))
+          last["compiles"] = float(len(compiled))
+          if (validator is not None and eval_every and step >= config.get("validate_after", 0)
+              and (step % eval_every == 0 or step == config.total_steps)):
+            last.update(validator(state.params))
+            if last["val/wer"] < best_wer:
+              best_wer = last["val/wer"]
+              _save_best(workdir, task.model, state.params, vocab, step, {k: v for k, v in last.items()
+                                                                          if k.startswith("val/")})
+            last["val/best_wer"] = best_wer
+            window["start"] = time.perf_counter()  # validation time is not training throughput
+          writer.write(step, last)
+          for warning in task.health_warnings(last, step):
+            logging.warning("step %d: %s", step, warning)
+        checkpointer.save(step, state, data.get_state())
+        if termination.is_set() or checkpointer.reached_preemption(step):
+          if checkpointer.latest_step() != step:
+            checkpointer.save(step, state, data.get_state(), force=True)
+          logging.warning("stopping at step %d after a termination request; checkpoint saved", step)
+          break
+      else:
+        if pending is not None and int(pending[1]["consecutive_bad_steps"]) >= config.max_consecutive_bad_steps:
+          raise BadStepsError(f"the last {int(pending[1]['consecutive_bad_steps'])} updates had a non-finite loss "
+                              f"or gradient (limit config.max_consecutive_bad_steps)")
+        if checkpointer.latest_step() != step:
+          checkpointer.save(step, state, data.get_state(), force=True)
+  finally:
+    termination.uninstall()
+    checkpointer.close()
+    writer.close()
+  logging.info("done at step %d: %s", step, {k: last[k] for k in sorted(last) if k.startswith(("loss", "val"))})
+  return last
