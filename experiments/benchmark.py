@@ -5,13 +5,14 @@ r"""Speed of one full training step (forward, loss, backward, AdamW update) on a
 
 Prints one JSON line per (variant, kind): median ms per step after warm-up, compile seconds, compiled memory,
 audio-seconds per second, analytic GFLOP per step and MFU against a matmul peak measured in this process. The
-steps are the real ones (`pretrain_step.train_step`, `finetune_step.train_step`), jitted on a 1-device mesh with
-donated state. `--compare=transformers` builds transformers' PyTorch model from the same config and weights and
+step is the real one (`training/step.train_step` with `PretrainingTask` or `CTCTask`), jitted on a 1-device mesh
+with donated state. `--compare=transformers` builds transformers' PyTorch model from the same config and weights and
 times its step on the same batch (pre-training: the same mask and negatives as the JAX step's first update; CTC: the
 same labels), alternating JAX and torch steps so that both see the same machine load.
 
-CTC cases fine-tune as the recipes do: `feature_grad_mult=0` (the conv encoder never trains; transformers'
-`freeze_feature_encoder()`), SpecAugment time masks, Adam without weight decay.
+CTC cases fine-tune as the recipes do after `freeze_finetune_updates`: `feature_grad_mult=0` and CTCTask's "frozen"
+group (the conv encoder never trains; transformers' `freeze_feature_encoder()`), the trunk and head training (phase
+"train"), SpecAugment time masks, Adam without weight decay.
 """
 
 import dataclasses
@@ -33,11 +34,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 # pylint: disable=g-import-not-at-top
 from wav2vec_jax.interop import convert  # noqa: E402
-from wav2vec_jax import finetune_step, pretrain_step  # noqa: E402
-from wav2vec_jax.training import flops, optim, partitioning  # noqa: E402
-from wav2vec_jax.models import masking  # noqa: E402
-from wav2vec_jax.training import train_state  # noqa: E402
-from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant  # noqa: E402
+from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant, masking  # noqa: E402
+from wav2vec_jax.tasks.ctc import CTCTask  # noqa: E402
+from wav2vec_jax.tasks.pretraining import PretrainingTask  # noqa: E402
+from wav2vec_jax.training import flops, optim, partitioning, train_state  # noqa: E402
+from wav2vec_jax.training import step as step_lib  # noqa: E402
 
 flags.DEFINE_list("variant", ["tiny"], "Model variants: tiny, base, large, xlsr_53.")
 flags.DEFINE_list("kind", ["pretrain", "ctc"], "Step kinds: pretrain, ctc.")
@@ -96,30 +97,29 @@ def make_batch(cfg, case: Case, seed: int) -> dict[str, np.ndarray]:
 
 
 def build_jax_step(cfg, case: Case, seed: int):
-  """Model, optimiser, sharded initial state and the jitted real train step on a 1-device mesh.
+  """Task, optimiser, sharded initial state and the jitted real train step on a 1-device mesh.
 
   Returns:
     (jitted step, state, batch shardings, mesh, rules).
   """
   schedule = optax.constant_schedule(LEARNING_RATE)
   if case.kind == "pretrain":
-    model = Wav2Vec2ForPreTraining(cfg)
-    tx = optim.adam(schedule)  # fairseq pre-training: AdamW (0.9, 0.98), eps 1e-6, weight decay 0.01
-    step = functools.partial(pretrain_step.train_step, model=model, tx=tx, schedule=schedule)
+    task = PretrainingTask(Wav2Vec2ForPreTraining(cfg))
+    # fairseq pre-training: AdamW (0.9, 0.98), eps 1e-6, weight decay 0.01, one group.
+    eps, weight_decay = 1e-6, 0.01
   else:
-    model = Wav2Vec2ForCTC(cfg)
-    tx = optim.adam(schedule, eps=1e-8, weight_decay=0.0,
-                    trainable_mask=lambda params: finetune_step.trainable_mask(params, False))
-    step = functools.partial(finetune_step.train_step, model=model, tx=tx, schedule=schedule)
+    task = CTCTask(Wav2Vec2ForCTC(cfg), freeze_updates=0)  # phase "train": trunk and head train, conv frozen
+    eps, weight_decay = 1e-8, 0.0
+  phase = "train"
+  tx = optim.adam(schedule, eps=eps, weight_decay=weight_decay, labels=task.parameter_labels, groups=task.groups,
+                  held=task.held(phase))
+  step = functools.partial(step_lib.train_step, task=task, tx=tx, schedule=schedule, phase=phase)
   mesh = partitioning.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   rules = partitioning.logical_axis_rules("data")
-  state = train_state.create_train_state(model, tx, jax.random.PRNGKey(seed), mesh, rules)
-  shardings = train_state.state_shardings(model, tx, mesh, rules)
-  batch_shardings = {"waveform": partitioning.batch_sharding(mesh, rules), "attention_mask":
-                     partitioning.batch_sharding(mesh, rules)}
-  if case.kind == "ctc":
-    batch_shardings.update(labels=partitioning.batch_sharding(mesh, rules),
-                           label_lengths=partitioning.batch_sharding(mesh, rules, ndim=1))
+  state = train_state.create_train_state(task.model, tx, jax.random.PRNGKey(seed), mesh, rules)
+  shardings = train_state.state_shardings(task.model, tx, mesh, rules)
+  ndims = {"waveform": 2, "attention_mask": 2, "labels": 2, "label_lengths": 1}
+  batch_shardings = {k: partitioning.batch_sharding(mesh, rules, ndim=ndims[k]) for k in task.batch_keys}
   jitted = jax.jit(step, in_shardings=(shardings, batch_shardings, None), out_shardings=(shardings, None),
                    donate_argnums=0)
   return jitted, state, batch_shardings, mesh, rules
@@ -140,9 +140,10 @@ def hf_negatives(masked: masking.MaskedFrames, negatives, frames: int) -> np.nda
 def build_torch_step(cfg, case: Case, params, batch: dict, rng):
   """transformers' model with our weights, AdamW, and a closure running one full training step.
 
-  Pre-training uses the mask and negatives of the JAX step's first update (`pretrain_step` draws them from
-  `split(fold_in(rng, step), 4)[:2]`). The optimiser is torch's fused AdamW, the default of transformers' Trainer
-  for torch >= 2.8 (the per-tensor loop is ~20x slower on CPU: ~2 s per step for BASE on 2 cores).
+  Pre-training uses the mask and negatives of the JAX step's first update (without accumulation,
+  `PretrainingTask.loss` draws them from `split(fold_in(rng, step), 4)[:2]`). The optimiser is torch's fused AdamW,
+  the default of transformers' Trainer for torch >= 2.8 (the per-tensor loop is ~20x slower on CPU: ~2 s per step
+  for BASE on 2 cores).
   """
   import torch
   import transformers
