@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from wav2vec_jax.tasks.pretraining import PretrainingTask
 from wav2vec_jax.training import optim, partitioning, train_state
-from wav2vec_jax import pretrain_step
+from wav2vec_jax.training import step as step_lib
 from wav2vec_jax.models import Wav2Vec2ForPreTraining, get_variant
 
 MESHES = [((1, 1, 1), "fsdp"), ((8, 1, 1), "data"), ((2, 4, 1), "fsdp"), ((2, 2, 2), "fsdp_tensor")]
@@ -24,7 +25,7 @@ def _run(mesh_shape, rules_name, steps=2):
   state = train_state.create_train_state(model, tx, jax.random.PRNGKey(0), mesh, rules)
   shardings = train_state.state_shardings(model, tx, mesh, rules)
   batch_sharding = partitioning.batch_sharding(mesh, rules)
-  step = jax.jit(functools.partial(pretrain_step.train_step, model=model, tx=tx, schedule=schedule),
+  step = jax.jit(functools.partial(step_lib.train_step, task=PretrainingTask(model), tx=tx, schedule=schedule),
                  in_shardings=(shardings, {"waveform": batch_sharding, "attention_mask": batch_sharding}, None),
                  out_shardings=(shardings, None), donate_argnums=0)
   rng = np.random.RandomState(0)
