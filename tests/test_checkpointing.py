@@ -28,8 +28,7 @@ def test_saved_on_8_devices_restores_on_other_meshes(tmp_path, restore_mesh):
   model, tx, mesh, rules = _setup(restore_mesh, "fsdp_tensor")
   loader = checkpointing.Checkpointer(str(tmp_path), save_every=1, keep=2)
   assert loader.latest_step() == 3
-  shardings = train_state.state_shardings(model, tx, mesh, rules)
-  restored, data_state = loader.restore(3, train_state.abstract_state(model, tx), shardings)
+  restored, data_state = loader.restore(3, train_state.sharded_abstract_state(model, tx, mesh, rules))
   loader.close()
   assert data_state == {"epoch": 1, "step": 7}
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.tree_util.tree_map(np.asarray, restored), expected)

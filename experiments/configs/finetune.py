@@ -35,7 +35,7 @@ _RECIPES = {
     "large_960h": ("large", 320_000, 3e-5, 10_000, 0.5, 0.25, 0.1, 1_280_000, 24, 1, True, 0),
     "xlsr_53": ("xlsr_53", 20_000, 3e-4, 10_000, 0.75, 0.25, 0.1, 1_280_000, 4, 5, True, 10_000),
     # CPU recipe on the generated corpus: same mechanics, sized for a 32-wide model and minutes of training.
-    "tiny": ("tiny", 1_500, 2e-3, 300, 0.3, 0.1, 0.0, 128_000, 1, 1, True, 0),
+    "tiny": ("tiny", 1_500, 5e-3, 300, 0.2, 0.1, 0.0, 256_000, 1, 1, True, 0),
 }
 
 

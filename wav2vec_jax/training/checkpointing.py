@@ -7,8 +7,6 @@ uses (the target carries the new shardings), so a run saved on 8 devices resumes
 import signal
 import threading
 
-import flax.linen as nn
-import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -32,15 +30,13 @@ class Checkpointer:
       logging.info("checkpoint: saving step %d", step)
     return saved
 
-  def restore(self, step: int, abstract_state, shardings):
-    """Restores (state, data_state) of `step` with the state laid out by `shardings`.
+  def restore(self, step: int, target):
+    """Restores (state, data_state) of `step`.
 
     Args:
-      abstract_state: the train state's shapes (boxed or unboxed, e.g. from `train_state.abstract_state`).
-      shardings: NamedShardings of the unboxed state for the current mesh.
+      target: the unboxed train state as `jax.ShapeDtypeStruct`s carrying the current mesh's shardings
+        (`train_state.sharded_abstract_state`); the checkpoint is laid out onto them.
     """
-    target = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                                    nn.unbox(abstract_state), shardings)
     restored = self.manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
     return restored.state, restored.data

@@ -178,8 +178,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                                      held=task.held(phase))
   shardings = train_state.state_shardings(task.model, make_tx("train"), mesh, rules)
   if latest is not None:
-    state, data_state = checkpointer.restore(latest, train_state.abstract_state(task.model, make_tx("train")),
-                                             shardings)
+    target = train_state.sharded_abstract_state(task.model, make_tx("train"), mesh, rules)
+    state, data_state = checkpointer.restore(latest, target)
     data.set_state(data_state)
     logging.info("resumed from step %d", latest)
   else:

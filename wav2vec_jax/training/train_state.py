@@ -56,6 +56,18 @@ def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh, ru
   return partitioning.shardings_of(abstract_state(model, tx), mesh, rules)
 
 
+def sharded_abstract_state(model: nn.Module, tx: optax.GradientTransformation, mesh, rules):
+  """The unboxed train state as `jax.ShapeDtypeStruct`s with their NamedShardings (an Orbax restore target).
+
+  Traced exactly like `create_train_state`, so its structure is the one a fresh state has (optax's masked
+  optimiser states included).
+  """
+  shardings = state_shardings(model, tx, mesh, rules)
+  init = _init_fn(model, tx, 16000, None)
+  with partitioning.activate(mesh, rules):
+    return jax.jit(lambda key: nn.unbox(init(key)), out_shardings=shardings).eval_shape(jax.random.PRNGKey(0))
+
+
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng, mesh, rules,
                        initial_params: Callable | None = None) -> TrainState:
   """Initialises the train state directly sharded over `mesh` (no host-memory copy of the full state).

@@ -1,0 +1,68 @@
+"""Launching the real entry points in subprocesses, for the end-to-end tests."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+import wav2vec_jax
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch(script: str, workdir: str, *flags, devices: int = 1, extra_env=None) -> subprocess.Popen:
+  """Starts `experiments/<script>` with `--workdir` and flags; stdout and stderr merged."""
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  env.update(extra_env or {})
+  return subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", script), f"--workdir={workdir}",
+                           *flags], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout=900) -> str:
+  """Waits for a launch that must succeed; returns its output."""
+  out, _ = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, out[-4000:]
+  return out
+
+
+def metrics(workdir) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def wait_for_step(proc, workdir, step, timeout=900) -> int:
+  start = time.time()
+  while time.time() - start < timeout:
+    rows = metrics(workdir)
+    if rows and rows[-1]["step"] >= step:
+      return rows[-1]["step"]
+    assert proc.poll() is None, proc.stdout.read()[-4000:]
+    time.sleep(0.05)
+  raise TimeoutError(f"step {step} not reached")
+
+
+def params(workdir):
+  return jax.tree_util.tree_map(np.asarray, wav2vec_jax.load_pretrained(workdir)[1]["params"])
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+
+
+def resumed_from(output: str) -> int | None:
+  """The step a launch says it resumed from (None: it started from scratch)."""
+  found = re.findall(r"resumed from step (\d+)", output)
+  return int(found[-1]) if found else None
+
+
+def steps_run(output: str) -> int:
+  """How many train steps a launch ran (its checkpoint log lines count saves, the step lines count progress)."""
+  return len(re.findall(r"\] step (\d+)/", output))
