@@ -257,6 +257,10 @@ def postprocess(audio: np.ndarray, sample_rate: int, *, name: str, target_sample
   if audio.ndim == 2 and audio.shape[1] > 1 and not mono_mixdown:
     raise AudioInputError("multichannel", name, f"{audio.shape[1]} channels and mono mixdown is disabled")
   wave = to_mono(audio)
+  bad = int(np.size(wave) - np.count_nonzero(np.isfinite(wave)))
+  if bad:  # one NaN would make every batch holding this clip a skipped update
+    raise AudioInputError("decode_error", name, f"{bad} non-finite samples (NaN or inf): the file is corrupt; "
+                          "re-encode or remove it")
   if sample_rate != target_sample_rate:
     if not allow_resample:
       raise AudioInputError("sample_rate", name, f"{sample_rate} Hz, expected {target_sample_rate} Hz (resampling disabled)")

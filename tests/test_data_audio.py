@@ -108,6 +108,10 @@ def _write_bad_files(folder):
   files["short.flac"] = (None, "too_short")
   sf.write(os.path.join(folder, "zero.wav"), good[:0], 16000)
   files["zero.wav"] = (None, "too_short")
+  poisoned = good.astype(np.float32).copy()
+  poisoned[[10, 5000]] = [np.nan, np.inf]
+  sf.write(os.path.join(folder, "nan.wav"), poisoned, 16000, subtype="FLOAT")  # float WAV stores NaN as is
+  files["nan.wav"] = (None, "decode_error")
   return {os.path.join(folder, k): kind for k, (_, kind) in files.items()}
 
 
