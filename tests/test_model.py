@@ -87,10 +87,15 @@ def test_pretraining_loss_ignores_all_padding_rows():
   masked = masking.compute_time_mask(jax.random.PRNGKey(2), frame_mask, 0.65, 10, 2)
   assert int(masked.valid[1].sum()) == 0 and int(masked.count) > 0
   negatives = masking.sample_negatives(jax.random.PRNGKey(3), masked.count, masked.valid, cfg.num_negatives)
-  loss, metrics = jax.jit(lambda v, m, n: losses.pretraining_loss(
-      cfg, model.apply(v, waveform, mask, m, method="pretrain"), n))(variables, masked, negatives)
+  run = jax.jit(lambda v, w, a, m, n: losses.pretraining_loss(cfg, model.apply(v, w, a, m, method="pretrain"), n))
+  loss, metrics = run(variables, waveform, mask, masked, negatives)
   assert float(loss.num_masked) == int(masked.count)
   assert all(np.isfinite(float(v)) for v in metrics.values())
+  # The padded row adds nothing: the loss equals that of the real row alone with the same masks and negatives.
+  row0 = jax.tree_util.tree_map(lambda x: x[:1] if np.ndim(x) else x, masked)
+  alone, _ = run(variables, waveform[:1], mask[:1], row0, negatives[:1])
+  for name in ("contrastive", "diversity", "num_masked"):
+    np.testing.assert_allclose(float(getattr(loss, name)), float(getattr(alone, name)), rtol=1e-5, err_msg=name)
 
 
 def test_layerdrop_is_drawn_per_step_inside_jit():
