@@ -16,7 +16,14 @@ from ml_collections import config_flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout
 
-from wav2vec_jax.training import loop, runtime  # noqa: E402  pylint: disable=g-import-not-at-top
+from data_pipelines.errors import AudioInputError  # noqa: E402  pylint: disable=g-import-not-at-top
+from data_pipelines.vocab import VocabError  # noqa: E402  pylint: disable=g-import-not-at-top
+from wav2vec_jax.interop.convert import CheckpointMismatchError  # noqa: E402  pylint: disable=g-import-not-at-top
+from wav2vec_jax.training import checkpointing, loop, runtime, workdir_lock  # noqa: E402  pylint: disable=g-import-not-at-top
+
+# Errors whose message names the file or field and the fix (bad input, config, checkpoints, runaway runs).
+EXPECTED_ERRORS = (AudioInputError, VocabError, CheckpointMismatchError, checkpointing.CheckpointError,
+                   workdir_lock.WorkdirLockedError, loop.BadStepsError, loop.ConfigError, FileNotFoundError)
 
 
 def define_flags(default_config: str, default_workdir: str) -> None:
@@ -39,7 +46,12 @@ def main(argv):
   runtime.hide_accelerators_from_tensorflow()
   runtime.enable_compilation_cache(f.compilation_cache_dir)
   runtime.initialize(f.coordinator_address, f.num_processes, f.process_id, f.cpu_collectives)
-  final = loop.train_and_evaluate(f.config, f.workdir)
+  try:
+    final = loop.train_and_evaluate(f.config, f.workdir)
+  except EXPECTED_ERRORS as e:  # the cause and the fix are in the message: no 250-line traceback after it
+    logging.debug("traceback", exc_info=True)
+    logging.error("stopped: %s: %s", type(e).__name__, e)
+    sys.exit(1)
   logging.info("final metrics: %s", final)
 
 

@@ -43,7 +43,12 @@ def _read_tensor_file(path: str) -> dict[str, np.ndarray]:
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
-    return load_file(path)
+    try:
+      return load_file(path)
+    except Exception as e:  # pylint: disable=broad-except  # SafetensorError is not importable on every version
+      raise convert.CheckpointMismatchError(
+          f"{path}: not a readable safetensors file ({type(e).__name__}: {e}); the download or copy is probably "
+          "truncated: fetch it again") from e
   from wav2vec_jax.interop.torch_checkpoint import load_torch_checkpoint  # pylint: disable=g-import-not-at-top
 
   state = load_torch_checkpoint(path)

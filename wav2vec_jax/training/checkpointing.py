@@ -4,11 +4,18 @@ Layout: `<workdir>/checkpoints/<step>/{state,data}`. The state is restored onto 
 uses (the target carries the new shardings), so a run saved on 8 devices resumes on 1 or 4.
 """
 
+import os
 import signal
 import threading
+import time
 
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of a workdir can be restored; the message names each step, why, and what to do."""
 
 
 class Checkpointer:
@@ -40,6 +47,56 @@ class Checkpointer:
     restored = self.manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
     return restored.state, restored.data
+
+  def restore_latest(self, target):
+    """Restores the newest readable checkpoint.
+
+    A checkpoint that fails while an older one restores is damaged (a truncated array file, garbage in the input
+    position): it is moved aside to `<directory>.corrupt/<step>-<time>` (never deleted) with the reason logged,
+    and the run resumes from the older one. When none restores, nothing is moved (the cause is more likely a config
+    that no longer fits them) and CheckpointError names each step and the choices.
+
+    Args:
+      target: as `restore`.
+    Returns:
+      (step, state, data_state), or None when the directory holds no checkpoint.
+    """
+    failures = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state, data = self.restore(step, target)
+        if not isinstance(data, dict) or not {"epoch", "step"} <= set(data):
+          raise ValueError(f"the input position is not a JSON object with epoch and step: {str(data)[:80]!r}")
+      except Exception as e:  # pylint: disable=broad-except  # Orbax, tensorstore and JSON errors alike
+        failures.append((step, e))
+        logging.warning("checkpoint step %d cannot be restored: %s", step, _first_line(e))
+        continue
+      for bad, error in failures:
+        self._move_aside(bad, error)
+      if failures:
+        self.manager.reload()
+      return step, state, data
+    if failures:
+      reasons = "; ".join(f"step {step}: {_first_line(e)}" for step, e in failures)
+      raise CheckpointError(
+          f"no checkpoint in {self.manager.directory} can be restored ({reasons}). They were left in place. If the "
+          "model, optimiser or mesh rules changed, relaunch with the config the run was started with; if the files "
+          "are damaged, restore them from a copy, or move them away (or use a new --workdir) to start again.")
+    return None
+
+  def _move_aside(self, step: int, error: Exception) -> None:
+    source = os.path.join(str(self.manager.directory), str(step))
+    aside = os.path.join(f"{self.manager.directory}.corrupt", f"{step}-{int(time.time())}")
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(aside), exist_ok=True)
+      os.rename(source, aside)
+      with open(os.path.join(aside, "WHY.txt"), "w", encoding="utf-8") as f:
+        f.write(f"{type(error).__name__}: {error}\n")
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"checkpoint_move_aside_{step}")
+    logging.error("checkpoint step %d is damaged (%s); moved to %s, resuming from an older one", step,
+                  _first_line(error), aside)
 
   def reached_preemption(self, step: int) -> bool:
     """True on every process once any process got a preemption notice (multi-host safe)."""
@@ -77,3 +134,8 @@ class TerminationFlag:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None
+
+
+def _first_line(error: Exception, limit: int = 300) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:limit] if text else ''}"

@@ -62,6 +62,16 @@ def model_config(config, initial: ModelConfig | None = None, vocab_size: int | N
   return cfg.validate()
 
 
+def check_head(loaded, vocab_size: int, source: str, vocab_origin: str) -> None:
+  """Fails before any data is read when an imported CTC head does not fit the vocabulary."""
+  head = loaded.get("lm_head", {}) if isinstance(loaded, dict) else {}
+  if "kernel" in head and head["kernel"].shape[-1] != vocab_size:
+    raise CheckpointMismatchError(
+        f"{source}: parameter ['lm_head']['kernel'] has {head['kernel'].shape[-1]} outputs but the vocabulary "
+        f"({vocab_origin}) has {vocab_size} symbols: the CTC head does not fit the vocabulary. Use the checkpoint's "
+        "own vocabulary (config.data.vocab) or a checkpoint without a head.")
+
+
 def _flat(tree) -> dict:
   return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 

@@ -59,19 +59,20 @@ def labelled_subset(index: AudioIndex, seconds: float, seed: int) -> AudioIndex:
   return index.select(np.sort(keep))
 
 
-def load_vocab(config, workdir: str, init_dir: str | None) -> Vocab:
-  """The CTC vocabulary, first found of: the workdir's (a resumed run), `config.data.vocab` (dict.ltr.txt or
-  vocab.json), the initial checkpoint's `vocab.json`, the training transcripts (letters by frequency)."""
+def load_vocab(config, workdir: str, init_dir: str | None) -> tuple[Vocab, str]:
+  """The CTC vocabulary and where it came from, first found of: the workdir's (a resumed run), `config.data.vocab`
+  (dict.ltr.txt or vocab.json), the initial checkpoint's `vocab.json`, the training transcripts (letters by
+  frequency)."""
   for path in (os.path.join(workdir, VOCAB_FILE), config.data.get("vocab", ""),
                os.path.join(init_dir, VOCAB_FILE) if init_dir else ""):
     if path and os.path.exists(path):
       logging.info("vocabulary from %s", path)
-      return Vocab.load(path)
+      return Vocab.load(path), path
   index = build_index(config.data)
   if index.transcripts is None:
     raise ValueError(f"config.data ({config.data.source} {config.data.path or ''} {config.data.split}) has no "
                      "transcripts: fine-tuning needs labelled data, or a vocabulary in config.data.vocab")
-  return Vocab.from_transcripts(t for t in index.transcripts if t)
+  return Vocab.from_transcripts(t for t in index.transcripts if t), "built from the training transcripts"
 
 
 def make_inputs(config, mode: str, batch_multiple: int, vocab: Vocab | None, process_index: int, process_count: int):

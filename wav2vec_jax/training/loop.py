@@ -24,6 +24,7 @@ from wav2vec_jax.tasks.pretraining import PretrainingTask
 from wav2vec_jax.training import checkpointing, flops, initialization, inputs, optim, partitioning, train_state
 from wav2vec_jax.training import metrics as metrics_lib
 from wav2vec_jax.training import step as step_lib
+from wav2vec_jax.training import workdir_lock
 from wav2vec_jax.training.validation import CTCValidator
 
 TASKS = ("pretrain", "ctc")
@@ -32,6 +33,10 @@ BEST_DIR = "best"  # the checkpoint with the lowest validation WER: load_pretrai
 
 class BadStepsError(RuntimeError):
   """Too many consecutive updates had a non-finite loss or gradient."""
+
+
+class ConfigError(ValueError):
+  """A config value no run can use, or one that does not fit the workdir's checkpoints; names the field."""
 
 
 def validate_config(config) -> None:
@@ -48,7 +53,10 @@ def validate_config(config) -> None:
   ]
   for ok, field, why in checks:
     if not ok:
-      raise ValueError(f"config.{field}={config.get(field.split('.')[0])!r}: {why}")
+      value = config
+      for part in field.split("."):
+        value = value.get(part)
+      raise ConfigError(f"config.{field}={value!r}: {why}")
 
 
 def schedule_of(config, total_steps: int):
@@ -79,7 +87,7 @@ def _check_resume_config(workdir: str, cfg, architecture: str) -> None:
              if k not in initialization.REGIME_FIELDS and (tuple(v) if isinstance(v, list) else v) != ours.get(k)}
   if differs or saved["architecture"] != architecture:
     fields = ", ".join(f"{k}: checkpoint {a!r}, config {b!r}" for k, (a, b) in sorted(differs.items()))
-    raise ValueError(f"{workdir} holds checkpoints of another model ({saved['architecture']} vs {architecture}; "
+    raise ConfigError(f"{workdir} holds checkpoints of another model ({saved['architecture']} vs {architecture}; "
                      f"{fields or 'same fields'}). Relaunch with the workdir's config, or use a new --workdir.")
 
 
@@ -136,6 +144,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   validate_config(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lock.WorkdirLock(workdir) as lock:
+    return _train(config, workdir, lock)
+
+
+def _train(config, workdir: str, lock: workdir_lock.WorkdirLock) -> dict[str, float]:
+  """`train_and_evaluate` once the workdir is ours."""
   is_ctc = config.get("task", "pretrain") == "ctc"
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
                                             config.keep_checkpoints, config.async_checkpoints)
@@ -145,7 +159,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   initial = None
   if config.init_from and latest is None:
     initial = initialization.load_initial(config.init_from, config.model.scan_layers)
-  vocab = inputs.load_vocab(config, workdir, initial[2] if initial else None) if is_ctc else None
+  vocab = None
+  if is_ctc:
+    vocab, vocab_origin = inputs.load_vocab(config, workdir, initial[2] if initial else None)
+    if initial is not None:
+      initialization.check_head(initial[1], vocab.size, config.init_from, vocab_origin)
   initial_cfg = initial[0].config if initial else None
   if latest is not None and config.init_from:  # resume: the architecture the run started from
     initial_cfg = initialization.saved_config(workdir)
@@ -177,9 +195,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                                      labels=task.parameter_labels, groups=task.groups,
                                      held=task.held(phase))
   shardings = train_state.state_shardings(task.model, make_tx("train"), mesh, rules)
+  restored = None
   if latest is not None:
-    target = train_state.sharded_abstract_state(task.model, make_tx("train"), mesh, rules)
-    state, data_state = checkpointer.restore(latest, target)
+    restored = checkpointer.restore_latest(train_state.sharded_abstract_state(task.model, make_tx("train"), mesh,
+                                                                               rules))
+  if restored is not None:
+    latest, state, data_state = restored
     data.set_state(data_state)
     logging.info("resumed from step %d", latest)
   else:
@@ -235,6 +256,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         executable, analytic = compiled[key]
         state, step_metrics = executable(state, batch, rng)
         step += 1
+        lock.heartbeat()
         window["flops"] += analytic
         window["audio"] += float(local["attention_mask"].sum()) * jax.process_count() / data.config.sample_rate
         window["steps"] += 1
@@ -250,6 +272,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           last = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
           last.update(_throughput(window, peak))
           last["compiles"] = float(len(compiled))
+          last.update({f"input/{k}": float(v) for k, v in data.counters().items() if k.startswith("skipped/")})
           if (validator is not None and eval_every and step >= config.get("validate_after", 0)
               and (step % eval_every == 0 or step == config.total_steps)):
             last.update(validator(state.params))
