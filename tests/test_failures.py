@@ -16,6 +16,8 @@ from experiments.configs import pretrain
 from wav2vec_jax.interop.convert import CheckpointMismatchError
 from wav2vec_jax.training import checkpointing, loop, metrics, workdir_lock
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
@@ -150,3 +152,17 @@ def test_metrics_past_the_restored_step_are_dropped(tmp_path):
   path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 8)) + '{"step": 8, "lo')
   assert metrics.truncate_after(str(tmp_path), 4) == 4
   assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_the_entry_point_ends_with_the_cause_and_the_fix_not_a_traceback(folder, tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(_config(folder, total_steps=2), workdir)
+  launched = subprocess.run(
+      [sys.executable, os.path.join(REPO, "experiments", "pretrain.py"), f"--workdir={workdir}",
+       "--config.data.source=librispeech", f"--config.data.path={folder}", "--config.model.hidden_size=48"],
+      cwd=REPO, capture_output=True, text=True, check=False, env=dict(os.environ, XLA_FLAGS=""))
+  assert launched.returncode == 1
+  tail = (launched.stdout + launched.stderr).strip().splitlines()[-3:]
+  assert "Traceback" not in "\n".join(tail), tail
+  assert "stopped: ConfigError:" in tail[-1] and "hidden_size" in tail[-1] and "new --workdir" in tail[-1]
+
