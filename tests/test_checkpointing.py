@@ -21,6 +21,7 @@ def test_saved_on_8_devices_restores_on_other_meshes(tmp_path, restore_mesh):
   model, tx, mesh, rules = _setup((2, 4, 1))
   state = train_state.create_train_state(model, tx, jax.random.PRNGKey(0), mesh, rules)
   saver = checkpointing.Checkpointer(str(tmp_path), save_every=1, keep=2)
+  saver.save(1, state, {"epoch": 0, "step": 2}, force=True)  # an older step kept too: restore(3) must not take it
   saver.save(3, state, {"epoch": 1, "step": 7}, force=True)
   saver.close()
   expected = jax.tree_util.tree_map(np.asarray, state)

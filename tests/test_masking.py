@@ -31,6 +31,9 @@ def test_mask_statistics_on_15s_utterances():
   same = masking.compute_span_mask(jax.random.PRNGKey(1), lengths[:8], frames, 0.65, 10, 2, same_count=True)
   counts = np.asarray(same.sum(-1))
   assert (counts == counts[0]).all() and 0.43 < counts[0] / frames < 0.50
+  # min_masks is a floor: at p=0.01 almost no row would get a span, yet each gets two (more than one span).
+  sparse = masking.compute_span_mask(jax.random.PRNGKey(2), jnp.array([100, 40]), 100, 0.01, 10, 2, False)
+  assert (np.asarray(sparse).sum(-1) > 10).all()
 
 
 def test_time_mask_same_count_and_respects_padding():
