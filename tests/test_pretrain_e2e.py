@@ -60,16 +60,15 @@ def test_tiny_pretraining_learns_then_finetuning_from_it_learns(tmp_path):
 
 
 
-def _interrupt_and_resume(script, steps, kill_points, tmp_path):
-  """Runs `script` uninterrupted, and again killed at each of `kill_points` (SIGKILL, relaunched each time);
-  asserts each relaunch resumed from the latest checkpoint and ran only the remaining steps, and that both runs
-  end with bit-identical parameters."""
+def _interrupt_and_resume(script, steps, kill_points, tmp_path, resumed=None):
+  """Runs `script` uninterrupted, and again in `tmp_path/interrupted` killed at each of `kill_points` (SIGKILL,
+  relaunched each time); asserts each relaunch resumed from the latest checkpoint (the first from `resumed`) and
+  ran only the remaining steps, and that both runs end with bit-identical parameters."""
   total = int(steps[0].split("=")[1])
   reference = str(tmp_path / "reference")
   e2e.finish(e2e.launch(script, reference, *steps))
 
   workdir = str(tmp_path / "interrupted")
-  resumed = None
   for point in kill_points:
     proc = e2e.launch(script, workdir, *steps)
     e2e.wait_for_step(proc, workdir, point)
@@ -95,7 +94,8 @@ def test_sigterm_saves_and_sigkill_resume_is_exact(tmp_path):
   stopped_at = e2e.metrics(workdir)[-1]["step"]
   assert stopped_at < 14 and e2e.checkpoint_steps(workdir)[-1] == stopped_at  # a checkpoint of the current step
   # SIGKILL later (after the SIGTERM's checkpoint, mid-run), then relaunch to the end.
-  _interrupt_and_resume("pretrain.py", steps, [random.Random(0).randint(stopped_at + 5, 11)], tmp_path)
+  _interrupt_and_resume("pretrain.py", steps, [random.Random(0).randint(stopped_at + 5, 11)], tmp_path,
+                        resumed=stopped_at)
 
 
 def test_finetuning_sigkill_either_side_of_the_freeze_is_exact(tmp_path):

@@ -121,7 +121,10 @@ def load_own(directory: str, **config_overrides):
       raise FileNotFoundError(f"{directory}: neither params/ nor a finished checkpoint under checkpoints/")
     params_dir = os.path.join(directory, "checkpoints", str(steps[-1]), "state")
   with ocp.PyTreeCheckpointer() as checkpointer:
-    restored = checkpointer.restore(params_dir)
+    # As host numpy arrays: the saved shardings may name a mesh this process does not have.
+    tree = checkpointer.metadata(params_dir).item_metadata.tree
+    restored = checkpointer.restore(params_dir, restore_args=jax.tree_util.tree_map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
   params = restored.get("params", restored) if isinstance(restored, dict) and "step" in restored else restored
   want = convert.abstract_params(model_class(saved_cfg))
   got = dict(jax.tree_util.tree_flatten_with_path(params)[0])

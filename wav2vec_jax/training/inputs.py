@@ -1,45 +1,31 @@
 """What the loop reads: the utterance index of `config.data`, the CTC vocabulary, and the train/eval iterators."""
 
+import dataclasses
+import json
 import os
 
 import numpy as np
 from absl import logging
 
 from data_pipelines import pipeline
+from data_pipelines.source_config import build_index
 from data_pipelines.sources import AudioIndex
 from data_pipelines.vocab import Vocab
 
 VOCAB_FILE = "vocab.json"  # written next to the checkpoints (Hugging Face format, blank = id 0)
+INPUT_FILE = "input.json"  # the validation InputConfig (sample rate, normalisation, batching)
 
 
-def build_index(data, split: str | None = None) -> AudioIndex:
-  """The utterance index of `config.data` (generated corpus, LibriSpeech folder, fairseq manifest or TFDS).
+def save_input_config(path: str, config: pipeline.InputConfig) -> None:
+  """Writes an InputConfig as JSON (read back by `load_input_config`)."""
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(dataclasses.asdict(config), f, indent=2)
 
-  Args:
-    data: `config.data` (source, path, split, tfds_name).
-    split: comma-separated splits instead of `data.split` (e.g. the eval split).
-  """
-  split = data.split if split is None else split
-  splits = [s for s in split.split(",") if s]
-  if data.source == "corpus":
-    from data_pipelines import corpus  # pylint: disable=g-import-not-at-top
-    from data_pipelines.sources import librispeech_folder  # pylint: disable=g-import-not-at-top
 
-    return librispeech_folder(data.path or corpus.ensure_default_corpus(), splits)
-  if data.source == "librispeech":
-    from data_pipelines.sources import librispeech_folder  # pylint: disable=g-import-not-at-top
-
-    return librispeech_folder(data.path, splits or None)
-  if data.source == "manifest":
-    from data_pipelines.manifest import read_manifest  # pylint: disable=g-import-not-at-top
-
-    path = data.path if not splits else os.path.join(data.path, f"{splits[0]}.tsv")
-    return read_manifest(path, labels=data.get("labels", "auto") or None)
-  if data.source == "tfds":
-    from data_pipelines.tfds_source import tfds_index  # pylint: disable=g-import-not-at-top
-
-    return tfds_index(data.tfds_name, split=split, data_dir=data.path or None)
-  raise ValueError(f"config.data.source={data.source!r}: choose 'corpus', 'librispeech', 'manifest' or 'tfds'")
+def load_input_config(path: str) -> pipeline.InputConfig:
+  """Reads a JSON InputConfig written by `save_input_config`."""
+  with open(path, encoding="utf-8") as f:
+    return pipeline.InputConfig.from_dict(json.load(f))
 
 
 def labelled_subset(index: AudioIndex, seconds: float, seed: int) -> AudioIndex:

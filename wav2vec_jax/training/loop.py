@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from data_pipelines.vocab import Vocab
+from wav2vec_jax.inference.evaluation import Evaluator
 from wav2vec_jax.interop import loading
 from wav2vec_jax.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 from wav2vec_jax.tasks.ctc import CTCTask
@@ -25,7 +26,6 @@ from wav2vec_jax.training import checkpointing, flops, initialization, inputs, o
 from wav2vec_jax.training import metrics as metrics_lib
 from wav2vec_jax.training import step as step_lib
 from wav2vec_jax.training import workdir_lock
-from wav2vec_jax.training.validation import CTCValidator
 
 TASKS = ("pretrain", "ctc")
 BEST_DIR = "best"  # the checkpoint with the lowest validation WER: load_pretrained(f"{workdir}/best")
@@ -91,9 +91,11 @@ def _check_resume_config(workdir: str, cfg, architecture: str) -> None:
                      f"{fields or 'same fields'}). Relaunch with the workdir's config, or use a new --workdir.")
 
 
-def _write_run_files(workdir: str, model, vocab: Vocab | None) -> None:
+def _write_run_files(workdir: str, model, vocab: Vocab | None, eval_data) -> None:
   if jax.process_index() != 0:
     return
+  if eval_data is not None:  # how validation reads audio, so evaluate.py reads it the same way
+    inputs.save_input_config(os.path.join(workdir, inputs.INPUT_FILE), eval_data.config)
   with open(os.path.join(workdir, loading.OWN_CONFIG_FILE), "w") as f:
     json.dump({"architecture": type(model).__name__, "model_config": dataclasses.asdict(model.config)}, f, indent=2)
   if vocab is not None:
@@ -122,11 +124,12 @@ def _read_best(workdir: str) -> float:
     return float(json.load(f)["val/wer"])
 
 
-def _save_best(workdir: str, model, params, vocab: Vocab, step: int, scores: dict) -> None:
+def _save_best(workdir: str, model, params, vocab: Vocab, eval_data, step: int, scores: dict) -> None:
   directory = os.path.join(workdir, BEST_DIR)
   loading.save_pretrained(directory, model, {"params": params})
   if jax.process_index() == 0:
     vocab.save_hf(os.path.join(directory, inputs.VOCAB_FILE))
+    inputs.save_input_config(os.path.join(directory, inputs.INPUT_FILE), eval_data.config)
     with open(os.path.join(directory, "best.json"), "w") as f:
       json.dump({"step": step, **scores}, f, indent=2)
 
@@ -184,9 +187,7 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock) -> dict[str, fl
                                        jax.process_index(), jax.process_count())
   logging.info("input: %d batch shapes %s, languages %s", len(data.shapes), data.shapes, data.languages)
 
-  def to_global(local: dict) -> dict:
-    return {k: jax.make_array_from_process_local_data(partitioning.batch_sharding(mesh, rules, v.ndim), v)
-            for k, v in local.items()}
+  to_global = partitioning.host_to_global(mesh, rules)
 
   # State: latest checkpoint, else initial weights, else scratch.
   schedule = schedule_of(config, config.total_steps)
@@ -209,7 +210,7 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock) -> dict[str, fl
       abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
       state = train_state.with_params(state, initialization.merge_params(abstract, initial[1], config.init_from),
                                       shardings.params)
-  _write_run_files(workdir, task.model, vocab)
+  _write_run_files(workdir, task.model, vocab, eval_data)
   if jax.process_index() == 0:
     metrics_lib.truncate_after(workdir, int(state.step))  # rows past the restored step would double back
 
@@ -224,7 +225,7 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock) -> dict[str, fl
     return step_fns[phase]
   rng = jax.random.PRNGKey(config.seed + 1)
   compiled = {}
-  validator = CTCValidator(task.model, eval_data, vocab, to_global) if eval_data is not None else None
+  validator = Evaluator(task.model, eval_data, vocab, to_global) if eval_data is not None else None
   best_wer = _read_best(workdir)
 
   writer = metrics_lib.MetricWriter(workdir, total_steps=config.total_steps)
@@ -275,11 +276,11 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock) -> dict[str, fl
           last.update({f"input/{k}": float(v) for k, v in data.counters().items() if k.startswith("skipped/")})
           if (validator is not None and eval_every and step >= config.get("validate_after", 0)
               and (step % eval_every == 0 or step == config.total_steps)):
-            last.update(validator(state.params))
+            last.update({f"val/{k}": v for k, v in validator(state.params).metrics.items()})
             if last["val/wer"] < best_wer:
               best_wer = last["val/wer"]
-              _save_best(workdir, task.model, state.params, vocab, step, {k: v for k, v in last.items()
-                                                                          if k.startswith("val/")})
+              _save_best(workdir, task.model, state.params, vocab, eval_data, step,
+                         {k: v for k, v in last.items() if k.startswith("val/")})
             last["val/best_wer"] = best_wer
             window["start"] = time.perf_counter()  # validation time is not training throughput
           writer.write(step, last)

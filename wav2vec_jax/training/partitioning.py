@@ -116,3 +116,16 @@ def batch_sharding(mesh: jax.sharding.Mesh, rules, ndim: int = 2) -> NamedShardi
   """Sharding of a `[batch, ...]` input array: batch split by the "batch" rule, the rest replicated."""
   batch_axes = dict(rules)["batch"]
   return NamedSharding(mesh, PartitionSpec(batch_axes, *([None] * (ndim - 1))))
+
+
+def host_to_global(mesh: jax.sharding.Mesh, rules):
+  """A function `(dict of this host's numpy rows) -> dict of global jax arrays`, batch split by the "batch" rule.
+
+  Every process passes its own rows (`[local_batch, ...]`); the global batch is their concatenation in process
+  order, as the input pipeline plans it.
+  """
+  def to_global(local: dict) -> dict:
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)
+            for k, v in local.items()}
+
+  return to_global

@@ -1,0 +1,68 @@
+"""Evaluation of a saved checkpoint reproduces the trainer's validation exactly (same reading, decoding, scoring)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from data_pipelines import synthetic
+from experiments.configs import finetune
+from wav2vec_jax.inference import scoring
+from wav2vec_jax.inference.checkpoint_eval import evaluate_checkpoint
+from wav2vec_jax.training import loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A tiny fine-tuning run on tones with a dev split, validated every 2 of 6 updates."""
+  root = tmp_path_factory.mktemp("eval")
+  data = str(root / "data")
+  for split, seed in (("train", 1), ("dev", 2)):
+    synthetic.write_librispeech_folder(data, split=split, speakers_per_language=4, utterances_per_speaker=3,
+                                       seconds=(1.0, 1.5), seed=seed)
+  c = finetune.get_config("tiny")
+  c.data.source, c.data.path, c.data.split, c.data.eval_split = "librispeech", data, "train", "dev"
+  c.data.input.batch_budget, c.data.input.num_buckets = 200_000, 1  # 8 rows: one per fake device
+  c.total_steps, c.eval_every, c.log_every, c.freeze_finetune_updates = 6, 2, 1, 2
+  c.measure_peak_flops, c.async_checkpoints = False, False
+  workdir = str(root / "run")
+  loop.train_and_evaluate(c, workdir)
+  return workdir, data
+
+
+def test_evaluating_the_best_checkpoint_reproduces_its_validation_exactly(run):
+  workdir, data = run
+  with open(os.path.join(workdir, "best", "best.json")) as f:
+    best = json.load(f)
+  result = evaluate_checkpoint(os.path.join(workdir, "best"), "librispeech", data, "dev")
+  assert result.metrics["utterances"] == best["val/utterances"] == 12
+  assert result.metrics["wer"] == best["val/wer"] and result.metrics["cer"] == best["val/cer"]
+  assert abs(result.metrics["loss_ctc"] - best["val/loss_ctc"]) < 1e-4 * best["val/loss_ctc"]
+  ids = [r["id"] for r in result.rows]
+  assert len(set(ids)) == 12 and all(r["reference"] == scoring.normalize_text(r["reference"]) for r in result.rows)
+
+
+def test_the_entry_point_writes_hypotheses_and_a_summary(run, tmp_path):
+  workdir, data = run
+  out = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "evaluate.py"),
+                        f"--checkpoint={os.path.join(workdir, 'best')}", "--source=librispeech", f"--path={data}",
+                        "--split=dev", f"--output_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True,
+                       check=False, env=dict(os.environ, XLA_FLAGS=""))
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  rows = [json.loads(line) for line in (tmp_path / "hypotheses.jsonl").read_text().splitlines()]
+  assert len(rows) == summary["utterances"] == 12
+  assert scoring.error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows])["wer"] == summary["wer"]
+
+
+def test_a_checkpoint_without_a_ctc_head_is_a_clear_error(run, tmp_path):
+  pytest.importorskip("transformers")
+  import hf_reference as ref  # pylint: disable=g-import-not-at-top
+  directory = str(tmp_path / "pre")
+  ref.save_reference(directory, "base", "Wav2Vec2ForPreTraining")
+  with pytest.raises(ValueError, match="has no CTC head"):
+    evaluate_checkpoint(directory, "librispeech", run[1], "dev")
