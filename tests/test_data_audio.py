@@ -30,8 +30,9 @@ def test_decode_formats_eager_and_tf_data(tmp_path, fmt, atol):
   assert eager.dtype == np.float32 and eager.ndim == 1
   if atol is not None:  # lossless formats give the samples back
     np.testing.assert_allclose(eager, x, atol=atol)
-  else:  # lossy codecs: length close, signal correlated
-    assert abs(eager.shape[0] - x.shape[0]) < 2000
+  else:  # lossy codecs: the same samples (no codec delay is left after decoding), up to a few percent of noise
+    n = min(eager.shape[0], x.shape[0])
+    assert n > x.shape[0] - 2000 and np.linalg.norm(eager[:n] - x[:n]) < 0.1 * np.linalg.norm(x[:n])
   ds = tf.data.Dataset.from_tensor_slices([path]).map(audio.tf_load_waveform)
   np.testing.assert_array_equal(next(iter(ds.as_numpy_iterator())), eager)
 

@@ -3,10 +3,9 @@
 import pytest
 import tensorflow as tf
 
-from data_pipelines import librispeech_builder, manifest, pipeline, sources, tfds_source
+from data_pipelines import corpus, librispeech_builder, manifest, pipeline, sources, tfds_source
 from data_pipelines.vocab import Vocab
 
-corpus = pytest.importorskip("data_pipelines.corpus")
 tf.config.set_visible_devices([], "GPU")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipelines import audio, pipeline, sampling, sources, synthetic
+from data_pipelines import audio, pipeline, sources, synthetic
 from data_pipelines.errors import AudioInputError
 from data_pipelines.vocab import Vocab
 
@@ -212,7 +212,9 @@ def test_multilingual_sampling_frequencies(tmp_path):
   cfg = dataclasses.replace(BASE, multilingual_alpha=0.5, num_buckets=1, batch_budget=4 * 1_600, min_sample_size=1_000,
                             use_tf_data=False)
   it = pipeline.make_iterator(index, cfg)
-  p = sampling.language_probabilities({k: float(v) for k, v in sorted(counts.items())}, 0.5)
+  # p_l ∝ (n_l / N)^0.5, worked out here rather than taken from `sampling`.
+  root = {lang: (n / 32) ** 0.5 for lang, n in counts.items()}
+  p = {lang: r / sum(root.values()) for lang, r in root.items()}
   assert it.language_probabilities == pytest.approx(p) and it.language_sizes == {"de": 2.0, "en": 24.0, "fr": 6.0}
   epochs = 25
   while it.get_state()["epoch"] < epochs:

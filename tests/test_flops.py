@@ -1,6 +1,7 @@
 """Analytic FLOP count: component arithmetic, agreement with XLA's cost analysis, matmul peak and MFU."""
 
-import math
+import types
+from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -55,9 +56,10 @@ def test_forward_matches_xla_cost_analysis(name, kind):
   cfg = CONFIGS[name]()
   count = flops.count_flops(cfg, 2, 16000, kind)
   compiled = _forward(cfg, kind, 2, 16000)
-  assert abs(flops.cross_check(compiled, count.xla_comparable_forward) - 1) < 0.1
-  if name != "tiny":  # at realistic widths the matmuls alone are within a few percent (tiny: GELUs weigh ~40%)
-    assert abs(flops.cross_check(compiled, count.forward_total) - 1) < 0.1
+  # Measured: 0.6% (base_1_layer), 5-6% (tiny, whose GELUs weigh ~40% and the elementwise estimate is rough).
+  assert abs(flops.cross_check(compiled, count.xla_comparable_forward) - 1) < (0.07 if name == "tiny" else 0.01)
+  if name != "tiny":  # at realistic widths the matmuls alone are within a few percent (measured 4.4%)
+    assert abs(flops.cross_check(compiled, count.forward_total) - 1) < 0.05
 
 
 @pytest.mark.parametrize("feature_grad_mult", [0.1, 0.0])
@@ -65,7 +67,7 @@ def test_train_step_matches_xla_cost_analysis_of_the_gradient(feature_grad_mult)
   """The fwd+bwd convention (3x, 2x for conv layer 0, 1x for the conv stack when its gradient is stopped)."""
   cfg = CONFIGS["base_1_layer"](feature_grad_mult=feature_grad_mult)
   count = flops.count_flops(cfg, 2, 16000, "ctc")
-  assert abs(flops.xla_flops(_forward(cfg, "ctc", 2, 16000, grad=True)) / count.per_step - 1) < 0.05
+  assert abs(flops.xla_flops(_forward(cfg, "ctc", 2, 16000, grad=True)) / count.per_step - 1) < 0.02  # measured 0.8%
 
 
 def test_cross_check_scales_a_partitioned_program_by_its_device_count():
@@ -145,6 +147,9 @@ def test_mfu_arithmetic():
   assert flops.mfu(681.2e9, 25.0, 45e9) == pytest.approx(681.2 / 25 / 45)
 
 
-def test_measure_matmul_peak_is_a_plausible_rate():
-  peak = flops.measure_matmul_peak(size=256, iters=2, repeats=2)
-  assert math.isfinite(peak) and 1e8 < peak < 1e16
+def test_measure_matmul_peak_divides_the_timed_flops_by_the_median_call():
+  # A clock of flops' own on which the three timed calls take 4 s, 1 s and 2 s (the warm-up call is not timed).
+  ticks = iter([0.0, 4.0, 10.0, 11.0, 20.0, 22.0])
+  with mock.patch.object(flops, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks))):
+    peak = flops.measure_matmul_peak(size=256, iters=3, repeats=3)
+  assert peak == 3 * 2 * 256**3 / 2.0  # three chained 256^3 multiply-adds over the median call
