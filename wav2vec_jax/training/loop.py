@@ -148,14 +148,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock.WorkdirLock(workdir) as lock:
-    return _train(config, workdir, lock)
+    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
+                                              config.keep_checkpoints, config.async_checkpoints)
+    try:
+      return _train(config, workdir, lock, checkpointer)
+    finally:
+      checkpointer.close()  # waits for the last asynchronous save
 
 
-def _train(config, workdir: str, lock: workdir_lock.WorkdirLock) -> dict[str, float]:
+def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: checkpointing.Checkpointer):
   """`train_and_evaluate` once the workdir is ours."""
   is_ctc = config.get("task", "pretrain") == "ctc"
-  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
-                                            config.keep_checkpoints, config.async_checkpoints)
   latest = checkpointer.latest_step()
 
   # Task and model: the architecture of the initial checkpoint when fine-tuning one, the vocabulary's head size.
@@ -300,7 +303,6 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock) -> dict[str, fl
           checkpointer.save(step, state, data.get_state(), force=True)
   finally:
     termination.uninstall()
-    checkpointer.close()
     writer.close()
   logging.info("done at step %d: %s", step, {k: last[k] for k in sorted(last) if k.startswith(("loss", "val"))})
   return last
