@@ -19,3 +19,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: end-to-end tests (run in CI, sized small)")
   config.addinivalue_line("markers", "accelerator: needs a GPU/TPU; skipped on CPU-only machines")
+
+
+def pytest_collection_modifyitems(config, items):
+  """The slow end-to-end tests first: with `-n 2` the longest ones then overlap the rest instead of ending the run
+  alone on one worker."""
+  del config
+  items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "learns" not in item.name))

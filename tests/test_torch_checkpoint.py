@@ -345,7 +345,7 @@ def test_malicious_hand_made_pickles(tmp_path):
 
 def test_module_does_not_import_torch(tmp_path):
   path = _save({"w": torch.ones(2, dtype=torch.bfloat16)}, tmp_path / "m.pt", "zip")
-  module = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "wav2vec_jax",
+  module = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "wav2vec_jax", "interop",
                         "torch_checkpoint.py")
   code = ("import importlib.util, sys; sys.modules['torch'] = None;"  # Any `import torch` now fails.
           f"spec = importlib.util.spec_from_file_location('tc', {module!r});"
