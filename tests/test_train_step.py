@@ -255,3 +255,77 @@ def test_pretraining_accumulation_sums_every_microbatch_under_its_key():
   for name, b in _names(before).items():  # the update is -gradient; atol covers float32 rounding of params
     np.testing.assert_allclose(b - _names(after)[name], expected[name], rtol=1e-3,
                                atol=1e-5 * scale + 1e-6 * np.max(np.abs(b)), err_msg=name)
+
+
+def _numpy_adamw(params, grads, lr, b1, b2, eps, weight_decay, clip_norm, frozen):
+  """One update of AdamW (fairseq's Adam, decoupled weight decay) from zero moments, in float64 numpy.
+
+  Args:
+    params, grads: {name: array}; grads already divided by the sample size.
+    frozen: predicate on a name: that parameter neither trains nor decays.
+  Returns:
+    {name: updated float64 array}.
+  """
+  trained = {k: np.asarray(g, np.float64) for k, g in grads.items() if not frozen(k)}
+  norm = np.sqrt(sum(np.sum(g ** 2) for g in trained.values()))
+  clip = min(1.0, clip_norm / norm) if clip_norm > 0 else 1.0
+  out = {}
+  for name, p in params.items():
+    p = np.asarray(p, np.float64)
+    if frozen(name):
+      out[name] = p
+      continue
+    g = trained[name] * clip
+    m_hat = (1 - b1) * g / (1 - b1)
+    v_hat = (1 - b2) * g ** 2 / (1 - b2)
+    out[name] = p - lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * p)
+  return out
+
+
+def test_one_update_equals_numpy_adamw_on_the_clipped_per_sentence_gradient():
+  # Deterministic forward; 3 rows of which one has no labels, so the sample size (2 sentences) is not the batch
+  # size. A first Adam step is g / (|g| + eps): with eps of the order of the gradients the update depends on the
+  # gradient's scale, not only its sign. clip_norm sits between the norms of grad / 3 and grad / 2, so dividing by
+  # the rows instead of the sentences, or not clipping, changes the update.
+  lr, b1, b2, weight_decay = 1e-2, 0.9, 0.98, 0.1
+  task = _ctc_task(mask_time_prob=0.0, mask_channel_prob=0.0, hidden_dropout=0.0, attention_dropout=0.0,
+                   dropout_input=0.0, final_dropout=0.0, layerdrop=0.0)
+  batch = _batch(7, rows=3)
+  batch["label_lengths"][1] = 0
+  batch["labels"][1] = 0
+  schedule = optax.constant_schedule(lr)
+  placeholder = optim.adam(schedule, clip_norm=1.0, labels=task.parameter_labels, groups=task.groups)
+  state, _, mesh, rules = _setup(task, placeholder, schedule)  # the optimiser's state has this structure
+  before = _names(jax.tree_util.tree_map(np.asarray, state.params))
+
+  jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
+  grads = jax.jit(jax.grad(lambda p: task.loss(p, jbatch, jax.random.PRNGKey(9), 0)[0]))(state.params)
+  grads = {k: np.asarray(g, np.float64) / 2.0 for k, g in _names(grads).items()}  # / sample size
+  frozen = lambda name: name.startswith("wav2vec2/feature_extractor")  # noqa: E731
+  norm = np.sqrt(sum(np.sum(g ** 2) for k, g in grads.items() if not frozen(k)))
+  clip_norm = 0.8 * norm
+  eps = float(np.median(np.abs(np.concatenate([g.ravel() for k, g in grads.items() if not frozen(k)])))) * 0.8
+
+  tx = optim.adam(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
+                  labels=task.parameter_labels, groups=task.groups)
+  step = jax.jit(functools.partial(step_lib.train_step, task=task, tx=tx, schedule=schedule))
+  with partitioning.activate(mesh, rules):
+    state, metrics = step(state, batch, jax.random.PRNGKey(1))
+  after = _names(jax.tree_util.tree_map(np.asarray, state.params))
+  assert float(metrics["skipped"]) == 0.0
+  np.testing.assert_allclose(float(metrics["grad_norm"]), norm, rtol=1e-4)  # logged: scaled, before clipping
+
+  def check(expected):
+    for name, p in after.items():
+      # float32 gradients summed in another order: 1e-5 of the tensor's scale, not of each (near-zero) element
+      np.testing.assert_allclose(p, expected[name], rtol=1e-5, atol=1e-5 * np.max(np.abs(expected[name])),
+                                 err_msg=name)
+
+  check(_numpy_adamw(before, grads, lr, b1, b2, eps, weight_decay, clip_norm, frozen))
+  # The comparison is sharp: no clipping, no weight decay, or the loss over rows instead of sentences fails it.
+  for wrong in (_numpy_adamw(before, grads, lr, b1, b2, eps, weight_decay, 0.0, frozen),
+                _numpy_adamw(before, grads, lr, b1, b2, eps, 0.0, clip_norm, frozen),
+                _numpy_adamw(before, {k: g * 2 / 3 for k, g in grads.items()}, lr, b1, b2, eps, weight_decay,
+                             clip_norm, frozen)):
+    with pytest.raises(AssertionError):
+      check(wrong)
