@@ -20,11 +20,13 @@ INSTALL_REQUIRES = [
     "faker",
     "soxr",
     "tensorboard",
+    "etils[epath]",  # the one path abstraction (data_pipelines/storage.py); gs:// through gcsfs
+    "gcsfs",
 ]
 
 EXTRAS = {
     # The reference implementation for parity tests. torch is pinned so pip takes the CPU wheel on disk.
-    "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers"],
+    "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "gcp-storage-emulator"],
 }
 
 setuptools.setup(

@@ -17,6 +17,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from data_pipelines import storage
+
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)  # Hugging Face order: id 0 = <pad> = CTC blank
 WORD_DELIMITER = "|"
@@ -163,13 +165,13 @@ class Vocab:
   # ---- Hugging Face vocab.json ----
   def save_hf(self, path: str | os.PathLike) -> None:
     """Writes a Hugging Face `vocab.json` ({token: id})."""
-    with open(path, "w", encoding="utf-8") as f:
+    with storage.Path(path).open("w", encoding="utf-8") as f:
       json.dump({t: i for i, t in enumerate(self.tokens)}, f, ensure_ascii=False, indent=1)
 
   @classmethod
   def load_hf(cls, path: str | os.PathLike, *, word_delimiter: str = WORD_DELIMITER) -> "Vocab":
     """Reads a Hugging Face `vocab.json`; ids must be 0..n-1 with the pad/blank at 0."""
-    with open(path, encoding="utf-8") as f:
+    with storage.Path(path).open(encoding="utf-8") as f:
       mapping = json.load(f)
     tokens = sorted(mapping, key=mapping.get)
     if [mapping[t] for t in tokens] != list(range(len(tokens))):
@@ -182,7 +184,7 @@ class Vocab:
     if self.tokens[:4] != SPECIALS:
       raise ValueError(f"fairseq dictionaries need the specials {SPECIALS} first, got {self.tokens[:4]}")
     counts = self.counts or (0,) * self.size
-    with open(path, "w", encoding="utf-8") as f:
+    with storage.Path(path).open("w", encoding="utf-8") as f:
       for token, count in zip(self.tokens[4:], counts[4:]):
         f.write(f"{token} {count}\n")
 
@@ -190,7 +192,7 @@ class Vocab:
   def load_fairseq(cls, path: str | os.PathLike, *, word_delimiter: str = WORD_DELIMITER) -> "Vocab":
     """Reads a fairseq `dict.ltr.txt`, with `<s>`/`<pad>` swapped so that id 0 is the blank (as Hugging Face)."""
     tokens, counts = list(SPECIALS), [0] * len(SPECIALS)
-    with open(path, encoding="utf-8") as f:
+    with storage.Path(path).open(encoding="utf-8") as f:
       for lineno, line in enumerate(f, 1):
         if not line.strip():
           continue

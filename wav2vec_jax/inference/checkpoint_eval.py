@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from data_pipelines import pipeline
+from data_pipelines import pipeline, storage
 from data_pipelines.source_config import build_index
 from data_pipelines.vocab import Vocab
 from wav2vec_jax.inference.evaluation import Evaluation, Evaluator
@@ -18,11 +18,16 @@ from wav2vec_jax.models.wav2vec2 import Wav2Vec2ForCTC
 from wav2vec_jax.training import inputs, partitioning
 
 
+def _folder(checkpoint: str) -> str:
+  """The directory of a checkpoint directory or file."""
+  return checkpoint if storage.Path(checkpoint).is_dir() else os.fspath(storage.Path(checkpoint).parent)
+
+
 def _vocab(checkpoint: str, vocab_path: str | None) -> Vocab:
-  folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
-  candidates = [vocab_path] if vocab_path else [os.path.join(folder, "vocab.json"), os.path.join(folder, "dict.ltr.txt")]
+  folder = _folder(checkpoint)
+  candidates = [vocab_path] if vocab_path else [storage.join(folder, "vocab.json"), storage.join(folder, "dict.ltr.txt")]
   for path in candidates:
-    if path and os.path.exists(path):
+    if path and storage.Path(path).exists():
       return Vocab.load(path)
   raise FileNotFoundError(f"{checkpoint}: no vocabulary found ({', '.join(candidates)}); pass one with --vocab "
                           "(a vocab.json or a fairseq dict.ltr.txt)")
@@ -50,9 +55,8 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
   if vocabulary.size != model.config.vocab_size:
     raise ValueError(f"{checkpoint}: the CTC head has {model.config.vocab_size} outputs but the vocabulary has "
                      f"{vocabulary.size} symbols: pass the vocabulary the model was trained with (--vocab)")
-  folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
-  saved = os.path.join(folder, inputs.INPUT_FILE)
-  config = inputs.load_input_config(saved) if os.path.exists(saved) else pipeline.InputConfig(
+  saved = storage.join(_folder(checkpoint), inputs.INPUT_FILE)
+  config = inputs.load_input_config(saved) if storage.Path(saved).exists() else pipeline.InputConfig(
       mode="finetune", shuffle=False, num_epochs=1, drop_remainder=False, min_sample_size=0,
       max_sample_size=16_000 * 3600, batch_budget=1_600_000)
   overrides = {"batch_multiple": jax.device_count()}

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from data_pipelines import storage
+
 from wav2vec_jax.interop import convert
 from wav2vec_jax.models.config import ModelConfig
 from wav2vec_jax.models.wav2vec2 import MODEL_CLASSES
@@ -24,34 +26,34 @@ def _read_hf_state_dict(directory: str) -> dict[str, np.ndarray]:
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
   for index_name, loader in (("model.safetensors.index.json", load_file), ("pytorch_model.bin.index.json", None)):
-    index_path = os.path.join(directory, index_name)
-    if os.path.exists(index_path):
-      with open(index_path) as f:
-        shards = sorted(set(json.load(f)["weight_map"].values()))
+    index_path = storage.Path(storage.join(directory, index_name))
+    if index_path.exists():
+      shards = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
       state = {}
       for shard in shards:
-        state.update(_read_tensor_file(os.path.join(directory, shard)))
+        state.update(_read_tensor_file(storage.join(directory, shard)))
       return state
   for name in ("model.safetensors", "pytorch_model.bin"):
-    path = os.path.join(directory, name)
-    if os.path.exists(path):
+    path = storage.join(directory, name)
+    if storage.Path(path).exists():
       return _read_tensor_file(path)
   raise FileNotFoundError(f"{directory}: no model.safetensors or pytorch_model.bin (nor a sharded index) found")
 
 
 def _read_tensor_file(path: str) -> dict[str, np.ndarray]:
   if path.endswith(".safetensors"):
-    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    from safetensors.numpy import load  # pylint: disable=g-import-not-at-top
 
     try:
-      return load_file(path)
+      return load(storage.Path(path).read_bytes())
     except Exception as e:  # pylint: disable=broad-except  # SafetensorError is not importable on every version
       raise convert.CheckpointMismatchError(
           f"{path}: not a readable safetensors file ({type(e).__name__}: {e}); the download or copy is probably "
           "truncated: fetch it again") from e
   from wav2vec_jax.interop.torch_checkpoint import load_torch_checkpoint  # pylint: disable=g-import-not-at-top
 
-  state = load_torch_checkpoint(path)
+  with storage.local_file(path) as local:
+    state = load_torch_checkpoint(local)
   if not isinstance(state, dict):
     raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
   return {k: np.asarray(v) for k, v in state.items()}
@@ -70,11 +72,10 @@ def _infer_architecture(hf_config: dict, keys) -> str:
 
 def load_hf(directory: str, **config_overrides):
   """Loads a Hugging Face wav2vec 2.0 directory. Returns (model, variables); see `load_pretrained`."""
-  config_path = os.path.join(directory, "config.json")
-  if not os.path.exists(config_path):
+  config_path = storage.join(directory, "config.json")
+  if not storage.Path(config_path).exists():
     raise FileNotFoundError(f"{directory}: no config.json; a Hugging Face model directory needs one")
-  with open(config_path) as f:
-    hf_config = json.load(f)
+  hf_config = json.loads(storage.Path(config_path).read_text())
   if hf_config.get("model_type", "wav2vec2") != "wav2vec2":
     raise ValueError(f"{config_path}: model_type is {hf_config.get('model_type')!r}, expected 'wav2vec2'")
   cfg = ModelConfig.from_hf_dict(hf_config).replace(**config_overrides).validate()
@@ -90,13 +91,12 @@ def save_pretrained(directory: str, model: nn.Module, variables: dict):
   """Writes a model in this project's format: `wav2vec_jax.json` (config + architecture) and Orbax `params/`."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
-  directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
+  directory = storage.absolute(directory)
+  storage.Path(directory).mkdir(parents=True, exist_ok=True)
   meta = {"architecture": type(model).__name__, "model_config": dataclasses.asdict(model.config)}
-  with open(os.path.join(directory, OWN_CONFIG_FILE), "w") as f:
-    json.dump(meta, f, indent=2)
+  storage.write_text(storage.join(directory, OWN_CONFIG_FILE), json.dumps(meta, indent=2))
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(directory, "params"), nn.unbox(variables["params"]), force=True)
+    checkpointer.save(storage.join(directory, "params"), nn.unbox(variables["params"]), force=True)
 
 
 def load_own(directory: str, **config_overrides):
@@ -107,19 +107,18 @@ def load_own(directory: str, **config_overrides):
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
-  directory = os.path.abspath(directory)
-  with open(os.path.join(directory, OWN_CONFIG_FILE)) as f:
-    meta = json.load(f)
+  directory = storage.absolute(directory)
+  meta = json.loads(storage.Path(storage.join(directory, OWN_CONFIG_FILE)).read_text())
   saved_cfg = ModelConfig.from_dict(meta["model_config"])
   cfg = saved_cfg.replace(**config_overrides).validate()
   model_class = MODEL_CLASSES[meta["architecture"]]
-  params_dir = os.path.join(directory, "params")
-  if not os.path.exists(params_dir):  # a training workdir: parameters of the latest checkpoint's train state
-    steps = sorted(int(d) for d in os.listdir(os.path.join(directory, "checkpoints")) if d.isdigit()) if \
-        os.path.isdir(os.path.join(directory, "checkpoints")) else []
+  params_dir = storage.join(directory, "params")
+  if not storage.Path(params_dir).exists():  # a training workdir: parameters of the latest checkpoint's state
+    checkpoints = storage.Path(storage.join(directory, "checkpoints"))
+    steps = sorted(int(d.name) for d in checkpoints.iterdir() if d.name.isdigit()) if checkpoints.exists() else []
     if not steps:
       raise FileNotFoundError(f"{directory}: neither params/ nor a finished checkpoint under checkpoints/")
-    params_dir = os.path.join(directory, "checkpoints", str(steps[-1]), "state")
+    params_dir = storage.join(directory, "checkpoints", str(steps[-1]), "state")
   with ocp.PyTreeCheckpointer() as checkpointer:
     # As host numpy arrays: the saved shardings may name a mesh this process does not have.
     tree = checkpointer.metadata(params_dir).item_metadata.tree
@@ -151,14 +150,16 @@ def load_pretrained(path: str, **config_overrides):
     `{"params": ...}`. `model.apply(variables, waveform [batch, samples] float32, attention_mask=None)` returns
     a Wav2Vec2Output (`last_hidden_state`, `extract_features`, and `logits` for CTC models); eval mode by default.
   """
-  if os.path.isdir(path):
-    if os.path.exists(os.path.join(path, OWN_CONFIG_FILE)):
+  path = os.fspath(path)
+  if storage.Path(path).is_dir():
+    if storage.Path(storage.join(path, OWN_CONFIG_FILE)).exists():
       return load_own(path, **config_overrides)
     return load_hf(path, **config_overrides)
-  if os.path.isfile(path):
+  if storage.Path(path).is_file():
     from wav2vec_jax.interop import fairseq_import  # pylint: disable=g-import-not-at-top
 
-    cfg, architecture, state = fairseq_import.read_fairseq_checkpoint(path)
+    with storage.local_file(path) as local:
+      cfg, architecture, state = fairseq_import.read_fairseq_checkpoint(local)
     cfg = cfg.replace(**config_overrides).validate()
     params = convert.params_from_hf(state, cfg, architecture, source=path)
     return MODEL_CLASSES[architecture](cfg), {"params": jax.tree_util.tree_map(jax.numpy.asarray, params)}

@@ -4,7 +4,6 @@ Layout: `<workdir>/checkpoints/<step>/{state,data}`. The state is restored onto 
 uses (the target carries the new shardings), so a run saved on 8 devices resumes on 1 or 4.
 """
 
-import os
 import signal
 import threading
 import time
@@ -12,6 +11,8 @@ import time
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from data_pipelines import storage
 
 
 class CheckpointError(RuntimeError):
@@ -85,13 +86,12 @@ class Checkpointer:
     return None
 
   def _move_aside(self, step: int, error: Exception) -> None:
-    source = os.path.join(str(self.manager.directory), str(step))
-    aside = os.path.join(f"{self.manager.directory}.corrupt", f"{step}-{int(time.time())}")
+    source = storage.join(str(self.manager.directory), str(step))
+    aside = storage.join(f"{self.manager.directory}.corrupt", f"{step}-{int(time.time())}")
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(aside), exist_ok=True)
-      os.rename(source, aside)
-      with open(os.path.join(aside, "WHY.txt"), "w", encoding="utf-8") as f:
-        f.write(f"{type(error).__name__}: {error}\n")
+      storage.Path(aside).parent.mkdir(parents=True, exist_ok=True)
+      storage.Path(source).rename(aside)
+      storage.write_text(storage.join(aside, "WHY.txt"), f"{type(error).__name__}: {error}\n")
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f"checkpoint_move_aside_{step}")

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from data_pipelines import storage
+
 from wav2vec_jax.interop.convert import CheckpointMismatchError
 from wav2vec_jax.models.config import ModelConfig
 
@@ -31,17 +33,16 @@ def load_initial(path: str, scan_layers: bool):
 
   model, variables = load_pretrained(path, scan_layers=scan_layers)
   params = jax.tree_util.tree_map(np.asarray, variables["params"])
-  vocab_dir = path if os.path.isdir(path) else os.path.dirname(path)
+  vocab_dir = path if storage.Path(path).is_dir() else os.fspath(storage.Path(path).parent)
   return model, params, vocab_dir
 
 
 def saved_config(workdir: str) -> ModelConfig | None:
   """The ModelConfig a workdir's checkpoints were written with (None before the first run)."""
-  path = os.path.join(workdir, "wav2vec_jax.json")
-  if not os.path.exists(path):
+  path = storage.Path(storage.join(workdir, "wav2vec_jax.json"))
+  if not path.exists():
     return None
-  with open(path) as f:
-    return ModelConfig.from_dict(json.load(f)["model_config"])
+  return ModelConfig.from_dict(json.loads(path.read_text())["model_config"])
 
 
 def model_config(config, initial: ModelConfig | None = None, vocab_size: int | None = None) -> ModelConfig:

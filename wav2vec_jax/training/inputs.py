@@ -2,12 +2,12 @@
 
 import dataclasses
 import json
-import os
 
 import numpy as np
 from absl import logging
 
 from data_pipelines import pipeline
+from data_pipelines import storage
 from data_pipelines.source_config import build_index
 from data_pipelines.sources import AudioIndex
 from data_pipelines.vocab import Vocab
@@ -18,14 +18,12 @@ INPUT_FILE = "input.json"  # the validation InputConfig (sample rate, normalisat
 
 def save_input_config(path: str, config: pipeline.InputConfig) -> None:
   """Writes an InputConfig as JSON (read back by `load_input_config`)."""
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(dataclasses.asdict(config), f, indent=2)
+  storage.write_text(path, json.dumps(dataclasses.asdict(config), indent=2))
 
 
 def load_input_config(path: str) -> pipeline.InputConfig:
   """Reads a JSON InputConfig written by `save_input_config`."""
-  with open(path, encoding="utf-8") as f:
-    return pipeline.InputConfig.from_dict(json.load(f))
+  return pipeline.InputConfig.from_dict(json.loads(storage.Path(path).read_text()))
 
 
 def labelled_subset(index: AudioIndex, seconds: float, seed: int) -> AudioIndex:
@@ -49,9 +47,9 @@ def load_vocab(config, workdir: str, init_dir: str | None) -> tuple[Vocab, str]:
   """The CTC vocabulary and where it came from, first found of: the workdir's (a resumed run), `config.data.vocab`
   (dict.ltr.txt or vocab.json), the initial checkpoint's `vocab.json`, the training transcripts (letters by
   frequency)."""
-  for path in (os.path.join(workdir, VOCAB_FILE), config.data.get("vocab", ""),
-               os.path.join(init_dir, VOCAB_FILE) if init_dir else ""):
-    if path and os.path.exists(path):
+  for path in (storage.join(workdir, VOCAB_FILE), config.data.get("vocab", ""),
+               storage.join(init_dir, VOCAB_FILE) if init_dir else ""):
+    if path and storage.Path(path).exists():
       logging.info("vocabulary from %s", path)
       return Vocab.load(path), path
   index = build_index(config.data)

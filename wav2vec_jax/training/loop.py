@@ -8,14 +8,13 @@ validation, the best checkpoint by WER, checkpoints, SIGTERM, bad-step limit).
 import dataclasses
 import functools
 import json
-import os
 import time
 
-import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
 
+from data_pipelines import storage
 from data_pipelines.vocab import Vocab
 from wav2vec_jax.inference.evaluation import Evaluator
 from wav2vec_jax.interop import loading
@@ -77,11 +76,10 @@ def build_task(config, cfg):
 
 def _check_resume_config(workdir: str, cfg, architecture: str) -> None:
   """A workdir's checkpoints were written by one model: name the fields a relaunch changed."""
-  path = os.path.join(workdir, loading.OWN_CONFIG_FILE)
-  if not os.path.exists(path):
+  path = storage.Path(storage.join(workdir, loading.OWN_CONFIG_FILE))
+  if not path.exists():
     return
-  with open(path) as f:
-    saved = json.load(f)
+  saved = json.loads(path.read_text())
   ours = dataclasses.asdict(cfg)
   differs = {k: (v, ours.get(k)) for k, v in saved["model_config"].items()
              if k not in initialization.REGIME_FIELDS and (tuple(v) if isinstance(v, list) else v) != ours.get(k)}
@@ -95,11 +93,11 @@ def _write_run_files(workdir: str, model, vocab: Vocab | None, eval_data) -> Non
   if jax.process_index() != 0:
     return
   if eval_data is not None:  # how validation reads audio, so evaluate.py reads it the same way
-    inputs.save_input_config(os.path.join(workdir, inputs.INPUT_FILE), eval_data.config)
-  with open(os.path.join(workdir, loading.OWN_CONFIG_FILE), "w") as f:
-    json.dump({"architecture": type(model).__name__, "model_config": dataclasses.asdict(model.config)}, f, indent=2)
+    inputs.save_input_config(storage.join(workdir, inputs.INPUT_FILE), eval_data.config)
+  meta = {"architecture": type(model).__name__, "model_config": dataclasses.asdict(model.config)}
+  storage.write_text(storage.join(workdir, loading.OWN_CONFIG_FILE), json.dumps(meta, indent=2))
   if vocab is not None:
-    vocab.save_hf(os.path.join(workdir, inputs.VOCAB_FILE))
+    vocab.save_hf(storage.join(workdir, inputs.VOCAB_FILE))
 
 
 def _throughput(window: dict, peak: float | None) -> dict[str, float]:
@@ -117,21 +115,19 @@ def _throughput(window: dict, peak: float | None) -> dict[str, float]:
 
 
 def _read_best(workdir: str) -> float:
-  path = os.path.join(workdir, BEST_DIR, "best.json")
-  if not os.path.exists(path):
+  path = storage.Path(storage.join(workdir, BEST_DIR, "best.json"))
+  if not path.exists():
     return float("inf")
-  with open(path) as f:
-    return float(json.load(f)["val/wer"])
+  return float(json.loads(path.read_text())["val/wer"])
 
 
 def _save_best(workdir: str, model, params, vocab: Vocab, eval_data, step: int, scores: dict) -> None:
-  directory = os.path.join(workdir, BEST_DIR)
+  directory = storage.join(workdir, BEST_DIR)
   loading.save_pretrained(directory, model, {"params": params})
   if jax.process_index() == 0:
-    vocab.save_hf(os.path.join(directory, inputs.VOCAB_FILE))
-    inputs.save_input_config(os.path.join(directory, inputs.INPUT_FILE), eval_data.config)
-    with open(os.path.join(directory, "best.json"), "w") as f:
-      json.dump({"step": step, **scores}, f, indent=2)
+    vocab.save_hf(storage.join(directory, inputs.VOCAB_FILE))
+    inputs.save_input_config(storage.join(directory, inputs.INPUT_FILE), eval_data.config)
+    storage.write_text(storage.join(directory, "best.json"), json.dumps({"step": step, **scores}, indent=2))
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
@@ -145,10 +141,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     The metrics of the last logged step (float dict), validation metrics included.
   """
   validate_config(config)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = storage.absolute(workdir)
+  storage.Path(workdir).mkdir(parents=True, exist_ok=True)
   with workdir_lock.WorkdirLock(workdir) as lock:
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
+    checkpointer = checkpointing.Checkpointer(storage.join(workdir, "checkpoints"), config.checkpoint_every,
                                               config.keep_checkpoints, config.async_checkpoints)
     try:
       return _train(config, workdir, lock, checkpointer)

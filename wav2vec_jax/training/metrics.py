@@ -10,12 +10,12 @@ In a train loop, every `log_every` steps:
 import collections
 import json
 import math
-import os
 import time
 
 import jax
 from absl import logging
 
+from data_pipelines import storage
 from wav2vec_jax.training import flops
 
 # A run whose contrastive loss stays within this share of chance after the warm-up is not learning.
@@ -33,6 +33,40 @@ def _format_duration(seconds: float) -> str:
   hours, rest = divmod(rest, 3600)
   text = f"{hours:d}:{rest // 60:02d}:{rest % 60:02d}"
   return f"{days}d {text}" if days else text
+
+
+class _JsonLines:
+  """An append-only text log: a local file in append mode, or (object storage has no append) an object rewritten
+  whole, at most every `remote_every` seconds and on close."""
+
+  def __init__(self, path: str, remote_every: float = 10.0):
+    self.path, self.remote = path, storage.is_remote(path)
+    self._every, self._written = remote_every, 0.0
+    if self.remote:
+      self._lines = storage.Path(path).read_text().splitlines(keepends=True) if storage.Path(path).exists() else []
+    else:
+      self._file = storage.Path(path).open("a", encoding="utf-8")
+
+  def write(self, line: str) -> None:
+    if not self.remote:
+      self._file.write(line)
+      self._file.flush()
+      return
+    self._lines.append(line)
+    if time.time() - self._written > self._every:
+      self.flush()
+
+  def flush(self) -> None:
+    if self.remote:
+      storage.write_text(self.path, "".join(self._lines))
+      self._written = time.time()
+    else:
+      self._file.flush()
+
+  def close(self) -> None:
+    self.flush()
+    if not self.remote:
+      self._file.close()
 
 
 class MetricWriter:
@@ -55,8 +89,8 @@ class MetricWriter:
     self._last = None  # (step, time) of the previous write, for steps/s when the metrics carry none
     if not self.active:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")  # pylint: disable=R1732
+    storage.Path(workdir).mkdir(parents=True, exist_ok=True)
+    self._jsonl = _JsonLines(storage.join(workdir, "metrics.jsonl"))
     if tensorboard:
       import tensorflow as tf  # pylint: disable=import-outside-toplevel  # lazy: TF is slow to import
       try:  # TF must not grab the accelerators that JAX uses
@@ -64,7 +98,7 @@ class MetricWriter:
       except RuntimeError:  # TF already initialised its devices elsewhere
         pass
       self._tf = tf
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+      self._tb = tf.summary.create_file_writer(storage.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     """Records scalar metrics of one step.
@@ -80,8 +114,7 @@ class MetricWriter:
     # Strict JSON has no NaN/Infinity: write null, which pandas reads back as NaN.
     record = {"step": int(step), "time": time.time()}
     record.update({name: value if math.isfinite(value) else None for name, value in scalars.items()})
-    self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
-    self._jsonl.flush()  # a live record: dashboards and tests tail it while the run goes on
+    self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")  # a live record, flushed: dashboards tail it
     if self._tb is not None:
       with self._tb.as_default():
         for name, value in scalars.items():
@@ -125,11 +158,10 @@ class MetricWriter:
 def truncate_after(workdir: str, step: int) -> int:
   """Drops the rows of `<workdir>/metrics.jsonl` past `step` (a run resumed from an earlier checkpoint re-runs
   them; without this, plots double back). Returns the number of rows dropped."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = storage.Path(storage.join(workdir, "metrics.jsonl"))
+  if not path.exists():
     return 0
-  with open(path, encoding="utf-8") as f:
-    lines = [line for line in f if line.strip()]
+  lines = [line for line in path.read_text().splitlines(keepends=True) if line.strip()]
   keep = []
   for line in lines:
     try:
@@ -138,9 +170,7 @@ def truncate_after(workdir: str, step: int) -> int:
     except (ValueError, KeyError):  # a line cut by a kill mid-write
       continue
   if len(keep) != len(lines):
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      f.writelines(keep)
-    os.replace(path + ".tmp", path)
+    storage.write_text(path, "".join(keep))
   return len(lines) - len(keep)
 
 

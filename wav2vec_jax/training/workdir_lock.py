@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from data_pipelines import storage
+
 LOCK_FILE = "lock.json"
 
 
@@ -36,7 +38,7 @@ class WorkdirLock:
   """Acquire on start, `heartbeat()` while training, `release()` at the end (a context manager too)."""
 
   def __init__(self, workdir: str, stale_after: float = 600.0, heartbeat_every: float = 60.0):
-    self.path = os.path.join(workdir, LOCK_FILE)
+    self.path = storage.join(workdir, LOCK_FILE)
     self.stale_after, self.heartbeat_every = stale_after, heartbeat_every
     self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
     self._last_beat = 0.0
@@ -44,11 +46,10 @@ class WorkdirLock:
 
   def _holder_problem(self) -> str | None:
     """Why the current lease (if any) blocks us; None when it is free, ours or stale."""
-    try:
-      with open(self.path, encoding="utf-8") as f:
-        other = json.load(f)
-    except FileNotFoundError:
+    if not storage.Path(self.path).exists():
       return None
+    try:
+      other = json.loads(storage.Path(self.path).read_text())
     except (OSError, ValueError):
       logging.warning("workdir lock %s is unreadable; taking it over", self.path)
       return None
@@ -61,7 +62,7 @@ class WorkdirLock:
                       other.get("host"), other.get("pid"), age)
       return None
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(other.get("started", 0))))
-    return (f"{os.path.dirname(self.path)} is in use by another run (host {other.get('host')}, pid "
+    return (f"{storage.Path(self.path).parent} is in use by another run (host {other.get('host')}, pid "
             f"{other.get('pid')}, started {started}, heartbeat {age:.0f} s ago). Stop that run or use another "
             f"--workdir; if it is gone (e.g. its machine was lost), delete {self.path}.")
 
@@ -84,10 +85,7 @@ class WorkdirLock:
 
   def _write(self) -> None:
     self._last_beat = time.time()
-    tmp = f"{self.path}.{self.owner['pid']}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(dict(self.owner, heartbeat=self._last_beat), f)
-    os.replace(tmp, self.path)
+    storage.write_text(self.path, json.dumps(dict(self.owner, heartbeat=self._last_beat)))
 
   def heartbeat(self) -> None:
     """Renews the lease (at most every `heartbeat_every` seconds; cheap to call every step)."""
@@ -96,10 +94,7 @@ class WorkdirLock:
 
   def release(self) -> None:
     if self._held and jax.process_index() == 0 and self._holder_problem() is None:
-      try:
-        os.remove(self.path)
-      except FileNotFoundError:
-        pass
+      storage.Path(self.path).unlink(missing_ok=True)
     self._held = False
 
   def __enter__(self):
