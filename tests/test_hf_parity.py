@@ -100,3 +100,49 @@ def test_export_roundtrip_loads_in_transformers(tmp_path, style):
   # Export -> import gives back exactly the same parameters.
   _, again = wav2vec_jax.load_pretrained(str(dst))
   jax.tree_util.tree_map(np.testing.assert_array_equal, again["params"], variables["params"])
+
+
+def test_sharded_checkpoints_load_to_the_single_file_parameters(tmp_path):
+  """A `model.safetensors.index.json` directory (transformers' `max_shard_size`) and a `pytorch_model.bin.index.json`
+  one (transformers 4's `safe_serialization=False` layout, which transformers 5 no longer writes: built here with
+  the same huggingface_hub splitter) load to the parameters of the single-file directory."""
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from huggingface_hub import split_torch_state_dict_into_shards  # pylint: disable=g-import-not-at-top
+
+  reference = ref.save_reference(tmp_path / "single", "base", "Wav2Vec2ForCTC", seed=6)
+  reference.save_pretrained(tmp_path / "safetensors", max_shard_size="100KB")
+  assert not (tmp_path / "safetensors" / "model.safetensors").exists()
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  shutil.copy(tmp_path / "single" / "config.json", bin_dir / "config.json")
+  state = reference.state_dict()
+  split = split_torch_state_dict_into_shards(state, filename_pattern="pytorch_model{suffix}.bin",
+                                             max_shard_size="100KB")
+  for filename, names in split.filename_to_tensors.items():
+    torch.save({name: state[name].contiguous() for name in names}, bin_dir / filename)
+  (bin_dir / "pytorch_model.bin.index.json").write_text(
+      json.dumps({"metadata": split.metadata, "weight_map": split.tensor_to_filename}))
+
+  _, single = wav2vec_jax.load_pretrained(str(tmp_path / "single"))
+  for name, index in (("safetensors", "model.safetensors.index.json"), ("bin", "pytorch_model.bin.index.json")):
+    shards = set(json.loads((tmp_path / name / index).read_text())["weight_map"].values())
+    assert len(shards) >= 3, shards  # a reader of the first shard only would miss keys
+    model, variables = wav2vec_jax.load_pretrained(str(tmp_path / name))
+    assert type(model).__name__ == "Wav2Vec2ForCTC"
+    jax.tree_util.tree_map(np.testing.assert_array_equal, variables["params"], single["params"])
+
+
+@pytest.mark.parametrize("style", ["base", "large"])
+def test_bare_model_parity(tmp_path, style):
+  """transformers' headless `Wav2Vec2Model` (names without the `wav2vec2.` prefix) loads as our Wav2Vec2Model."""
+  reference = ref.save_reference(tmp_path, style, "Wav2Vec2Model", seed=7)
+  model, variables = wav2vec_jax.load_pretrained(str(tmp_path))
+  assert type(model).__name__ == "Wav2Vec2Model"
+  waveform, mask = ref.padded_batch(seed=8)
+  with torch.no_grad():
+    theirs = reference(torch.tensor(waveform), attention_mask=torch.tensor(mask))
+  ours = model.apply(variables, jnp.asarray(waveform), jnp.asarray(mask))
+  assert ours.last_hidden_state.shape == tuple(theirs.last_hidden_state.shape)
+  assert _max_diff(ours.last_hidden_state, theirs.last_hidden_state) <= TOL
+  assert _max_diff(ours.extract_features, theirs.extract_features) <= TOL
