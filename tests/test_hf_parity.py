@@ -146,3 +146,21 @@ def test_bare_model_parity(tmp_path, style):
   assert ours.last_hidden_state.shape == tuple(theirs.last_hidden_state.shape)
   assert _max_diff(ours.last_hidden_state, theirs.last_hidden_state) <= TOL
   assert _max_diff(ours.extract_features, theirs.extract_features) <= TOL
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_pretraining_export_equals_the_original_state_dict(tmp_path, scan):
+  """Every tensor of an exported Wav2Vec2ForPreTraining (quantizer, projections, stacked scan layers unstacked)
+  is the original's, value for value, once transformers has loaded it (a missing key would be random-initialised
+  silently, a transposed one would fail the comparison)."""
+  src, dst = tmp_path / "src", tmp_path / "dst"
+  original = ref.save_reference(src, "base", "Wav2Vec2ForPreTraining", seed=9)
+  model, variables = wav2vec_jax.load_pretrained(str(src), scan_layers=scan)
+  assert ("layers" in variables["params"]["wav2vec2"]["encoder"]) == scan
+  export_hf(str(dst), variables["params"], model.config, "Wav2Vec2ForPreTraining")
+  reloaded, info = ref.transformers.Wav2Vec2ForPreTraining.from_pretrained(str(dst), output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+  want, got = original.state_dict(), reloaded.state_dict()
+  assert set(got) == set(want)
+  for name, value in want.items():
+    np.testing.assert_array_equal(got[name].numpy(), value.numpy(), err_msg=name)
