@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -16,16 +17,28 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def launch(script: str, workdir: str, *flags, devices: int = 1, extra_env=None) -> subprocess.Popen:
-  """Starts `experiments/<script>` with `--workdir` and flags; stdout and stderr merged."""
+  """Starts `experiments/<script>` with `--workdir` and flags; stdout and stderr go to a file (`output(proc)`), so
+  a chatty run never blocks on a full pipe while the test waits for it."""
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
   env.update(extra_env or {})
-  return subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", script), f"--workdir={workdir}",
-                           *flags], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  log = tempfile.NamedTemporaryFile("w+", prefix="wav2vec_jax_e2e_", suffix=".log", delete=False)
+  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", script), f"--workdir={workdir}",
+                           *flags], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+  proc.log_path = log.name
+  log.close()
+  return proc
+
+
+def output(proc) -> str:
+  """Everything the launch printed so far."""
+  with open(proc.log_path, encoding="utf-8", errors="replace") as f:
+    return f.read()
 
 
 def finish(proc, timeout=900) -> str:
   """Waits for a launch that must succeed; returns its output."""
-  out, _ = proc.communicate(timeout=timeout)
+  proc.wait(timeout=timeout)
+  out = output(proc)
   assert proc.returncode == 0, out[-4000:]
   return out
 
@@ -44,7 +57,7 @@ def wait_for_step(proc, workdir, step, timeout=900) -> int:
     rows = metrics(workdir)
     if rows and rows[-1]["step"] >= step:
       return rows[-1]["step"]
-    assert proc.poll() is None, proc.stdout.read()[-4000:]
+    assert proc.poll() is None, output(proc)[-4000:]
     time.sleep(0.05)
   raise TimeoutError(f"step {step} not reached")
 

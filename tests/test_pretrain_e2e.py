@@ -73,8 +73,8 @@ def _interrupt_and_resume(script, steps, kill_points, tmp_path, resumed=None):
     proc = e2e.launch(script, workdir, *steps)
     e2e.wait_for_step(proc, workdir, point)
     proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate()
-    assert e2e.resumed_from(out) == resumed
+    proc.wait()
+    assert e2e.resumed_from(e2e.output(proc)) == resumed
     resumed = e2e.checkpoint_steps(workdir)[-1]
   out = e2e.finish(e2e.launch(script, workdir, *steps))
   assert e2e.resumed_from(out) == resumed > 0  # it resumed, from the latest checkpoint ...

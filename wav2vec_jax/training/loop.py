@@ -227,7 +227,8 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
   validator = Evaluator(task.model, eval_data, vocab, to_global) if eval_data is not None else None
   best_wer = _read_best(workdir)
 
-  writer = metrics_lib.MetricWriter(workdir, total_steps=config.total_steps)
+  writer = metrics_lib.MetricWriter(workdir, total_steps=config.total_steps,
+                                    tensorboard=config.get("tensorboard", True))
   peak = flops.measure_matmul_peak(jax.numpy.dtype(cfg.dtype)) if config.measure_peak_flops else None
   window = {"flops": 0.0, "audio": 0.0, "steps": 0, "start": None}  # throughput since the last log line
   termination = checkpointing.TerminationFlag().install()
@@ -285,7 +286,8 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
           writer.write(step, last)
           for warning in task.health_warnings(last, step):
             logging.warning("step %d: %s", step, warning)
-        checkpointer.save(step, state, data.get_state())
+        if checkpointer.save(step, state, data.get_state()):
+          writer.flush()  # the rows up to a checkpoint outlive a kill (object storage has no append)
         if termination.is_set() or checkpointer.reached_preemption(step):
           if checkpointer.latest_step() != step:
             checkpointer.save(step, state, data.get_state(), force=True)
