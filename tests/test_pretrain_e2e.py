@@ -25,7 +25,7 @@ SMALL = ["--config.data.input.batch_budget=32000", "--config.data.input.max_samp
 SMALL_CTC = ["--config.data.input.batch_budget=64000", "--config.data.input.max_sample_size=64000",
              "--config.data.input.num_buckets=2", "--config.checkpoint_every=4", "--config.log_every=1",
              "--config.measure_peak_flops=false", "--config.data.eval_split="]
-CER_BOUND = 0.8  # measured 0.65 (README, Fine-tuning); an untrained CTC model (all blanks) scores 1.0
+CER_BOUND = 0.8  # measured 0.66-0.70 after 1,000 updates (README, Fine-tuning); all blanks (untrained) scores 1.0
 
 
 def test_tiny_pretraining_learns_then_finetuning_from_it_learns(tmp_path):
@@ -47,9 +47,10 @@ def test_tiny_pretraining_learns_then_finetuning_from_it_learns(tmp_path):
 
   # Fine-tune the pre-trained model with CTC (the tiny recipe) and validate greedy CER/WER on the dev split.
   tuned = str(tmp_path / "finetune")
-  e2e.finish(e2e.launch("finetune.py", tuned, f"--config.init_from={workdir}", "--config.measure_peak_flops=false"))
+  e2e.finish(e2e.launch("finetune.py", tuned, f"--config.init_from={workdir}", "--config.measure_peak_flops=false",
+                        "--config.total_steps=1000"))
   evals = [r for r in e2e.metrics(tuned) if "val/cer" in r]
-  assert evals[0]["step"] == 250 and evals[-1]["step"] == 1500
+  assert evals[0]["step"] == 250 and evals[-1]["step"] == 1000
   assert evals[-1]["val/cer"] < CER_BOUND, evals  # an untrained model (all blanks) scores 1.0
   best = min(evals, key=lambda r: (r["val/wer"], r["step"]))
   with open(os.path.join(tuned, "best", "best.json")) as f:
