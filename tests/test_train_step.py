@@ -282,24 +282,41 @@ def _numpy_adamw(params, grads, lr, b1, b2, eps, weight_decay, clip_norm, frozen
   return out
 
 
+_DETERMINISTIC = dict(mask_time_prob=0.0, mask_channel_prob=0.0, hidden_dropout=0.0, attention_dropout=0.0,
+                     dropout_input=0.0, final_dropout=0.0, layerdrop=0.0)
+
+
+@functools.partial(jax.jit, static_argnames="task")
+@functools.partial(jax.value_and_grad, has_aux=True)
+def _loss_and_grad(params, batch, task):
+  """(loss_sum, aux), grads of `task.loss` (deterministic tasks: the key is unused)."""
+  return task.loss(params, batch, jax.random.PRNGKey(9), 0)
+
+
+def _clipped_deterministic_start(schedule, dtype="float32"):
+  """A deterministic CTC task, its float32 train state (shared by the tests below, so its initialisation compiles
+  once), a 3-row batch whose middle row has no labels (sample size 2), and its float32 loss and gradient."""
+  task32 = _ctc_task(**_DETERMINISTIC)
+  placeholder = optim.adam(schedule, clip_norm=1.0, labels=task32.parameter_labels, groups=task32.groups)
+  state, _, mesh, rules = _setup(task32, placeholder, schedule)  # optimiser states of this structure
+  batch = _batch(7, rows=3)
+  batch["label_lengths"][1] = 0
+  batch["labels"][1] = 0
+  (loss_sum, aux), grads = _loss_and_grad(state.params, {k: jnp.asarray(v) for k, v in batch.items()}, task32)
+  assert float(aux["sample_size"]) == 2.0
+  task = task32 if dtype == "float32" else _ctc_task(dtype=dtype, **_DETERMINISTIC)
+  return task, state, mesh, rules, batch, float(loss_sum) / 2.0, grads
+
+
 def test_one_update_equals_numpy_adamw_on_the_clipped_per_sentence_gradient():
   # Deterministic forward; 3 rows of which one has no labels, so the sample size (2 sentences) is not the batch
   # size. A first Adam step is g / (|g| + eps): with eps of the order of the gradients the update depends on the
   # gradient's scale, not only its sign. clip_norm sits between the norms of grad / 3 and grad / 2, so dividing by
   # the rows instead of the sentences, or not clipping, changes the update.
   lr, b1, b2, weight_decay = 1e-2, 0.9, 0.98, 0.1
-  task = _ctc_task(mask_time_prob=0.0, mask_channel_prob=0.0, hidden_dropout=0.0, attention_dropout=0.0,
-                   dropout_input=0.0, final_dropout=0.0, layerdrop=0.0)
-  batch = _batch(7, rows=3)
-  batch["label_lengths"][1] = 0
-  batch["labels"][1] = 0
   schedule = optax.constant_schedule(lr)
-  placeholder = optim.adam(schedule, clip_norm=1.0, labels=task.parameter_labels, groups=task.groups)
-  state, _, mesh, rules = _setup(task, placeholder, schedule)  # the optimiser's state has this structure
+  task, state, mesh, rules, batch, _, grads = _clipped_deterministic_start(schedule)
   before = _names(jax.tree_util.tree_map(np.asarray, state.params))
-
-  jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
-  grads = jax.jit(jax.grad(lambda p: task.loss(p, jbatch, jax.random.PRNGKey(9), 0)[0]))(state.params)
   grads = {k: np.asarray(g, np.float64) / 2.0 for k, g in _names(grads).items()}  # / sample size
   frozen = lambda name: name.startswith("wav2vec2/feature_extractor")  # noqa: E731
   norm = np.sqrt(sum(np.sum(g ** 2) for k, g in grads.items() if not frozen(k)))
@@ -329,3 +346,22 @@ def test_one_update_equals_numpy_adamw_on_the_clipped_per_sentence_gradient():
                              clip_norm, frozen)):
     with pytest.raises(AssertionError):
       check(wrong)
+
+
+def test_bfloat16_step_stays_close_to_float32_and_keeps_float32_params():
+  schedule = optax.constant_schedule(1e-3)
+  task, state, mesh, rules, batch, loss32, _ = _clipped_deterministic_start(schedule, "bfloat16")
+  assert task.model.config.dtype == "bfloat16"
+  tx = optim.adam(schedule, clip_norm=1.0, labels=task.parameter_labels, groups=task.groups)
+  step = jax.jit(functools.partial(step_lib.train_step, task=task, tx=tx, schedule=schedule))
+  before = jax.tree_util.tree_map(np.asarray, state.params)
+  with partitioning.activate(mesh, rules):
+    state, metrics = step(state, batch, jax.random.PRNGKey(1))
+  loss16 = float(metrics["loss/ctc"])  # the float32 step's loss is loss32: the same parameters before the update
+  assert np.isfinite(loss16) and float(metrics["skipped"]) == 0.0 and np.isfinite(float(metrics["grad_norm"]))
+  assert abs(loss16 - loss32) <= 0.03 * loss32, (loss16, loss32)
+  assert loss16 != loss32  # the step did compute in bfloat16
+  leaves = jax.tree_util.tree_leaves((state.params, state.opt_state))
+  assert {x.dtype for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.dtype(jnp.float32)}
+  changed = _changed(before, state.params)
+  assert "lm_head/kernel" in changed and any(n.startswith("wav2vec2/encoder") for n in changed)
