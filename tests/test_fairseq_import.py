@@ -112,3 +112,56 @@ def test_not_a_fairseq_checkpoint(tmp_path):
   torch.save({"weights": torch.zeros(2)}, tmp_path / "x.pt")
   with pytest.raises(ValueError, match="not a fairseq checkpoint"):
     wav2vec_jax.load_pretrained(str(tmp_path / "x.pt"))
+
+
+def _write_ctc_variant(path, reference, style: str, edit_args):
+  """A CTC checkpoint from `_write_fairseq` whose config section `edit_args` rewrites (a dict -> a new value)."""
+  _write_fairseq(path, reference, style, "Wav2Vec2ForCTC", legacy_args=False)
+  ckpt = torch.load(path, weights_only=False)
+  ckpt["args"], ckpt["cfg"] = edit_args(ckpt["cfg"]["model"])
+  torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+
+
+def test_legacy_flat_namespace_ctc_checkpoint(tmp_path):
+  """2020 fine-tuned checkpoints: one flat `args` Namespace mixing model, task and optimiser fields, with the
+  pre-training arguments as a nested flat Namespace (no `model` section anywhere)."""
+  reference = ref.save_reference(tmp_path / "hf", "base", "Wav2Vec2ForCTC", seed=13)
+
+  def flat(model_cfg):
+    w2v = dict(model_cfg["w2v_args"]["model"], arch="wav2vec2", task="audio_pretraining", lr=[0.0005],
+               max_update=400000, normalize=False, criterion="wav2vec")
+    w2v.pop("_name")
+    ft = {k: v for k, v in model_cfg.items() if k not in ("_name", "w2v_args")}
+    return argparse.Namespace(arch="wav2vec_ctc", task="audio_pretraining", criterion="ctc", lr=[3e-5],
+                              max_update=20000, w2v_path="/checkpoint/wav2vec_small.pt", labels="ltr",
+                              w2v_args=argparse.Namespace(**w2v), **ft), None
+
+  _write_ctc_variant(tmp_path / "ctc.pt", reference, "base", flat)
+  _, hf_vars = wav2vec_jax.load_pretrained(str(tmp_path / "hf"))
+  model, variables = wav2vec_jax.load_pretrained(str(tmp_path / "ctc.pt"))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, variables["params"], hf_vars["params"])
+  cfg = model.config
+  assert (cfg.num_layers, cfg.hidden_size, cfg.final_dim, cfg.vocab_size) == (3, 64, 24, 12)
+  assert cfg.layerdrop == 0.1 and cfg.mask_time_prob == 0.5  # the fine-tuning values, not the pre-training ones
+
+
+def test_ctc_checkpoint_without_w2v_args_reads_the_w2v_path_checkpoint(tmp_path):
+  """`cfg.model.w2v_args` None: fairseq's Wav2VecEncoder reads the pre-training config from `w2v_path`."""
+  reference = ref.save_reference(tmp_path / "hf", "large", "Wav2Vec2ForCTC", seed=14)
+  pretrained = ref.save_reference(tmp_path / "hf_pt", "large", "Wav2Vec2ForPreTraining", seed=15)
+  _write_fairseq(tmp_path / "pretrain.pt", pretrained, "large", "Wav2Vec2ForPreTraining", legacy_args=False)
+
+  def without_w2v_args(model_cfg):
+    return None, {"model": dict(model_cfg, w2v_args=None, w2v_path=str(tmp_path / "pretrain.pt")),
+                  "task": {"_name": "audio_finetuning"}}
+
+  _write_ctc_variant(tmp_path / "ctc.pt", reference, "large", without_w2v_args)
+  _, hf_vars = wav2vec_jax.load_pretrained(str(tmp_path / "hf"))
+  model, variables = wav2vec_jax.load_pretrained(str(tmp_path / "ctc.pt"))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, variables["params"], hf_vars["params"])
+  cfg = model.config
+  assert (cfg.feat_extract_norm, cfg.layer_norm_first, cfg.conv_bias, cfg.vocab_size) == ("layer", True, True, 12)
+  assert cfg.layerdrop == 0.1 and cfg.mask_time_prob == 0.5
+  (tmp_path / "pretrain.pt").unlink()  # written on another machine: the error names the missing file
+  with pytest.raises(ValueError, match=r"w2v_path .*pretrain\.pt.* not a file"):
+    wav2vec_jax.load_pretrained(str(tmp_path / "ctc.pt"))

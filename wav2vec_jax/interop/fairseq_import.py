@@ -7,6 +7,7 @@ rest of the import is shared with the Hugging Face path (`convert.params_from_hf
 """
 
 import ast
+import os
 import re
 
 import numpy as np
@@ -136,6 +137,12 @@ def read_fairseq_checkpoint(path: str):
   model_cfg = _model_section(ckpt, path)
   if any(k.startswith("w2v_encoder.") for k in state):  # CTC fine-tuned model
     w2v_args = to_plain(model_cfg.get("w2v_args"))
+    if w2v_args is None and model_cfg.get("w2v_path"):  # as fairseq's Wav2VecEncoder: the pre-training file's
+      w2v_path = model_cfg["w2v_path"]
+      if not os.path.isfile(w2v_path):
+        raise ValueError(f"{path}: w2v_args is empty and w2v_path {w2v_path!r} (the pre-training checkpoint "
+                         "that holds the model config) is not a file here")
+      w2v_args = _model_section(load_torch_checkpoint(w2v_path), w2v_path)
     if isinstance(w2v_args, dict) and isinstance(w2v_args.get("model"), dict):
       w2v_args = w2v_args["model"]
     if not isinstance(w2v_args, dict):
