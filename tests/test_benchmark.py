@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +20,14 @@ _PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def benchmark():
-  spec = importlib.util.spec_from_file_location("benchmark", _PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)  # defines the absl flags (once per test process)
+  # Once per test process (it defines absl flags): the slow tests run first, so this module-scoped fixture is set
+  # up again for the fast ones in the same worker.
+  module = sys.modules.get("wav2vec_jax_benchmark")
+  if module is None:
+    spec = importlib.util.spec_from_file_location("benchmark", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["wav2vec_jax_benchmark"] = module
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   return module
@@ -90,7 +96,6 @@ def test_hf_negatives_are_flat_frame_indices(benchmark):
 @pytest.mark.slow
 def test_profile_step_attributes_op_time_to_model_parts():
   import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
 
   script = os.path.join(os.path.dirname(_PATH), "profile_step.py")
   out = subprocess.run([sys.executable, script, "--variant=tiny", "--kind=ctc", "--batch=2", "--samples=16000",

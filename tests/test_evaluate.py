@@ -27,7 +27,7 @@ def run(tmp_path_factory):
   c = finetune.get_config("tiny")
   c.data.source, c.data.path, c.data.split, c.data.eval_split = "librispeech", data, "train", "dev"
   c.data.input.batch_budget, c.data.input.num_buckets = 200_000, 1  # 8 rows: one per fake device
-  c.total_steps, c.eval_every, c.log_every, c.freeze_finetune_updates = 6, 2, 1, 2
+  c.total_steps, c.eval_every, c.log_every, c.freeze_finetune_updates = 4, 2, 1, 0
   c.measure_peak_flops, c.async_checkpoints = False, False
   workdir = str(root / "run")
   loop.train_and_evaluate(c, workdir)
