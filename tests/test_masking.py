@@ -67,6 +67,18 @@ def test_negatives_come_from_other_masked_frames_of_the_same_row():
 
 @pytest.mark.parametrize("size,prob,span", [(768, 0.5, 64), (32, 0.1, 10)])
 def test_channel_mask_shapes(size, prob, span):
-  lengths = jnp.full((4,), size)
-  mask = masking.compute_span_mask(jax.random.PRNGKey(0), lengths, size, prob, span, 0)
-  assert mask.shape == (4, size) and mask.dtype == jnp.bool_
+  rows, lengths = 64, jnp.full((64,), size)
+  spans = masking.compute_span_mask(jax.random.PRNGKey(0), lengths, size, prob, span, 0, same_count=False)
+  spans = np.asarray(spans)
+  assert spans.shape == (rows, size) and spans.dtype == np.bool_
+  # Whole spans of `span` channels (shorter runs would mean the span length is ignored), at most
+  # ceil(prob * size / span) of them per row, placed independently per row.
+  for row in spans[spans.any(axis=1)]:
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+    assert (edges[1::2] - edges[::2]).min() >= span
+  assert spans.sum(axis=1).max() <= int(np.ceil(prob * size / span)) * span
+  assert spans.any() and len({row.tobytes() for row in spans}) > 8  # rows are drawn independently
+  # fairseq's default: every non-empty row subsampled to the batch's smallest masked count.
+  same = np.asarray(masking.compute_span_mask(jax.random.PRNGKey(0), lengths, size, prob, span, 0))
+  counts = same.sum(axis=1)
+  assert len(set(counts[counts > 0])) == 1 and (same <= spans).all()
