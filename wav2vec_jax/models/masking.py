@@ -57,7 +57,7 @@ def _ranks(scores):
 
 
 def compute_span_mask(key, lengths, size: int, mask_prob: float, span: int, min_masks: int = 0,
-                      same_count: bool = True):
+                      same_count: bool = True, one_draw: bool = False):
   """Random span mask over the last axis, fairseq's `compute_mask_indices` with static shapes.
 
   Args:
@@ -68,6 +68,9 @@ def compute_span_mask(key, lengths, size: int, mask_prob: float, span: int, min_
     span: span length.
     min_masks: minimum number of spans per row.
     same_count: subsample every non-empty row to the smallest masked count of the batch.
+    one_draw: one random rounding of the span count for the whole batch, as fairseq draws it when there is no
+      padding mask (channel masks); otherwise one per row (time masks), and with `same_count` a single row that
+      rounds down to no span would leave the whole batch unmasked.
   Returns:
     `[batch, size]` bool mask; False at positions >= length.
   """
@@ -76,7 +79,7 @@ def compute_span_mask(key, lengths, size: int, mask_prob: float, span: int, min_
   batch = lengths.shape[0]
   k_round, k_start, k_keep = jax.random.split(key, 3)
   lengths = lengths.astype(jnp.int32)
-  u = jax.random.uniform(k_round, (batch,))
+  u = jax.random.uniform(k_round, (1,) if one_draw else (batch,))
   num = jnp.floor(mask_prob * lengths / span + u).astype(jnp.int32)
   num = jnp.maximum(num, min_masks)
   # Span starts come from [0, length - span) or, for short rows, fairseq's fallback [0, num + 1).

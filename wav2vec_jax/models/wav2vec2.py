@@ -104,7 +104,7 @@ class Wav2Vec2Model(nn.Module):
         channels = jnp.full((batch,), cfg.hidden_size, jnp.int32)
         channel_mask = masking.compute_span_mask(
             self.make_rng("mask"), channels, cfg.hidden_size, cfg.mask_channel_prob, cfg.mask_channel_length,
-            cfg.mask_channel_min_masks)
+            cfg.mask_channel_min_masks, one_draw=True)
         hidden = jnp.where(channel_mask[:, None, :], 0, hidden)
     elif mask_time_indices is not None:
       raise ValueError("mask_time_indices given but the model has no mask embedding "
