@@ -66,3 +66,25 @@ def test_a_checkpoint_without_a_ctc_head_is_a_clear_error(run, tmp_path):
   ref.save_reference(directory, "base", "Wav2Vec2ForPreTraining")
   with pytest.raises(ValueError, match="has no CTC head"):
     evaluate_checkpoint(directory, "librispeech", run[1], "dev")
+
+
+def test_fine_tuning_reads_fairseq_manifests_through_the_loop(run, tmp_path):
+  # The same audio as the librispeech-folder run, through fairseq's .tsv/.ltr/dict.ltr.txt: the loop trains on
+  # the manifests' labels with the manifests' dictionary, and evaluate.py reads the same manifests.
+  from data_pipelines import manifest  # pylint: disable=g-import-not-at-top
+  _, data = run
+  manifests = str(tmp_path / "manifests")
+  manifest.write_folder_manifests(data, manifests)
+  c = finetune.get_config("tiny")
+  c.data.source, c.data.path, c.data.split, c.data.eval_split = "manifest", manifests, "train", "dev"
+  c.data.labels, c.data.vocab = "ltr", os.path.join(manifests, "dict.ltr.txt")
+  c.data.input.batch_budget, c.data.input.num_buckets = 200_000, 1
+  c.total_steps, c.eval_every, c.log_every, c.freeze_finetune_updates = 2, 2, 1, 0
+  c.measure_peak_flops, c.async_checkpoints = False, False
+  workdir = str(tmp_path / "run")
+  last = loop.train_and_evaluate(c, workdir)
+  assert last["val/utterances"] == 12 and last["num_sentences"] == 8
+  with open(os.path.join(workdir, "vocab.json")) as f:
+    assert len(json.load(f)) == len(open(c.data.vocab).read().splitlines()) + 4  # the dictionary + 4 specials
+  result = evaluate_checkpoint(os.path.join(workdir, "best"), "manifest", manifests, "dev", labels="ltr")
+  assert result.metrics["wer"] == last["val/wer"] and result.metrics["cer"] == last["val/cer"]
