@@ -7,6 +7,7 @@ backward pass) and trains from then on, with Adam moments and bias correction co
 """
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -90,7 +91,7 @@ class CTCTask:
 
   def health_warnings(self, metrics: dict, step: int) -> list[str]:
     """Non-finite metrics; sentences whose labels cannot fit their frames (counted, trained as zero loss)."""
-    warnings = [f"non-finite metric {k}" for k, v in metrics.items() if not jnp.isfinite(v)]
+    warnings = [f"non-finite metric {k}" for k, v in metrics.items() if not math.isfinite(v)]
     if metrics.get("ctc/zeroed_sentences", 0) > 0:
       warnings.append(f"step {step}: {int(metrics['ctc/zeroed_sentences'])} sentences have more labels than their "
                       "frames can align (zero loss, no gradient): check transcripts against audio lengths")
