@@ -27,6 +27,8 @@ import math
 import os
 from typing import Iterable, Sequence
 
+from absl import logging
+
 from data_pipelines import storage
 from data_pipelines.vocab import from_ltr
 
@@ -112,7 +114,8 @@ def _discounts(order: int, adjusted: dict, fallback) -> tuple[tuple[float, float
   if fallback is None:
     raise NgramError(f"cannot estimate Kneser-Ney discounts for {order}-grams: {problem} (counts of adjusted counts "
                      f"t1..t4 = {[t[k] for k in (1, 2, 3, 4)]}); typical of small or artificial text: use more text, "
-                     f"a lower order, or discount_fallback=(0.5, 1.0, 1.5) (lmplz's --discount_fallback)")
+                     f"a lower order, or discount_fallback=(0.5, 1.0, 1.5) (experiments/build_lm.py: "
+                     f"--discount_fallback=0.5,1,1.5; lmplz: --discount_fallback)")
   return tuple(float(x) for x in fallback), True
 
 
@@ -205,6 +208,9 @@ def estimate(sentences: Iterable[str], order: int = 3, *, discount_fallback: Seq
       current[gram] = (a - (d[min(a, 3) - 1] if a else 0.0)) / context[gram[:-1]][0] + gamma[gram[:-1]] * lower
     log_probs.append({g: _LOG10_ZERO if g == (bos,) else _log10(p) for g, p in current.items()})
     probs = current
+  if fallback_orders:
+    logging.warning("%s: Kneser-Ney discounts of orders %s are ill-defined (too little text); using the fallback %s",
+                    source, fallback_orders, tuple(discount_fallback))
   return NgramModel(order, tuple(words), tuple(log_probs), tuple(log_backoffs), tuple(discounts),
                     tuple(fallback_orders), len(ids), tokens)
 
