@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "safetensors",
     "espeakng-loader",
     "jiwer",
+    "kenlm",  # n-gram LM queries for beam search (inference/beam.py)
     "faker",
     "soxr",
     "tensorboard",
