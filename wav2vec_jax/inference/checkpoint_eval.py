@@ -2,7 +2,6 @@
 read and scored exactly as the trainer's validation does (`inference/evaluation.py`)."""
 
 import dataclasses
-import os
 import types
 
 import jax
@@ -11,26 +10,9 @@ from absl import logging
 
 from data_pipelines import pipeline, storage
 from data_pipelines.source_config import build_index
-from data_pipelines.vocab import Vocab
 from wav2vec_jax.inference.evaluation import Evaluation, Evaluator
-from wav2vec_jax.interop.loading import load_pretrained
-from wav2vec_jax.models.wav2vec2 import Wav2Vec2ForCTC
+from wav2vec_jax.inference.recognizer import checkpoint_folder, load_ctc_model
 from wav2vec_jax.training import inputs, partitioning
-
-
-def _folder(checkpoint: str) -> str:
-  """The directory of a checkpoint directory or file."""
-  return checkpoint if storage.Path(checkpoint).is_dir() else os.fspath(storage.Path(checkpoint).parent)
-
-
-def _vocab(checkpoint: str, vocab_path: str | None) -> Vocab:
-  folder = _folder(checkpoint)
-  candidates = [vocab_path] if vocab_path else [storage.join(folder, "vocab.json"), storage.join(folder, "dict.ltr.txt")]
-  for path in candidates:
-    if path and storage.Path(path).exists():
-      return Vocab.load(path)
-  raise FileNotFoundError(f"{checkpoint}: no vocabulary found ({', '.join(candidates)}); pass one with --vocab "
-                          "(a vocab.json or a fairseq dict.ltr.txt)")
 
 
 def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, tfds_name: str = "",
@@ -48,14 +30,8 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
   Returns:
     Evaluation: metrics {"wer", "cer", "loss_ctc", "utterances"} and one row per utterance.
   """
-  model, variables = load_pretrained(checkpoint)
-  if not isinstance(model, Wav2Vec2ForCTC):
-    raise ValueError(f"{checkpoint}: a {type(model).__name__} has no CTC head; evaluate a fine-tuned checkpoint")
-  vocabulary = _vocab(checkpoint, vocab)
-  if vocabulary.size != model.config.vocab_size:
-    raise ValueError(f"{checkpoint}: the CTC head has {model.config.vocab_size} outputs but the vocabulary has "
-                     f"{vocabulary.size} symbols: pass the vocabulary the model was trained with (--vocab)")
-  saved = storage.join(_folder(checkpoint), inputs.INPUT_FILE)
+  model, variables, vocabulary = load_ctc_model(checkpoint, vocab)
+  saved = storage.join(checkpoint_folder(checkpoint), inputs.INPUT_FILE)
   config = inputs.load_input_config(saved) if storage.Path(saved).exists() else pipeline.InputConfig(
       mode="finetune", shuffle=False, num_epochs=1, drop_remainder=False, min_sample_size=0,
       max_sample_size=16_000 * 3600, batch_budget=1_600_000)
