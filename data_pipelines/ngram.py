@@ -1,7 +1,7 @@
 """Word n-gram language models: interpolated modified Kneser-Ney, written as ARPA files for KenLM / pyctcdecode.
 
-The estimate follows Chen & Goodman (1998) as KenLM's `lmplz` implements it, so that an ARPA built here reads and
-scores like one `lmplz` builds from the same text:
+The estimate follows Chen & Goodman (1998) as KenLM's `lmplz` implements it (adjust_counts.cc,
+initial_probabilities.cc, interpolate.cc), without pruning:
 - every sentence is `<s> w1 ... wk </s>`; words are split on whitespace, case kept; blank lines are skipped (lmplz
   would count each as an empty sentence);
 - adjusted counts: raw counts for the highest order and for n-grams that start with `<s>` (nothing can precede
@@ -11,14 +11,17 @@ scores like one `lmplz` builds from the same text:
 - p(w | h) = (a(hw) - D(a(hw))) / sum_v a(hv) + gamma(h) p(w | h'), gamma(h) = (D1 N1(h) + D2 N2(h) + D3 N3+(h)) /
   sum_v a(hv), down to a uniform 1 / |V| over the vocabulary with `</s>` and `<unk>` (not `<s>`), so `<unk>` gets
   gamma / |V|. As the model is interpolated, the ARPA backoff weight of a context is gamma(h) itself.
+The ARPA file gives `<s>` log10 p = -99 (it is never predicted; lmplz writes 0 there, which KenLM ignores alike) and
+every n-gram below the top order a backoff column, 0 where it is no context, as lmplz does.
 
 Ill-defined discounts. Where an order has no n-gram of adjusted count 1, 2 or 3, or a discount falls outside
 [0, k], the estimate is undefined (typical of small or artificial text). lmplz stops there unless given
 `--discount_fallback`, and then uses D = 0.5, 1, 1.5 for that order; here that fallback is the default
 (`discount_fallback=None` restores lmplz's error), and `NgramModel.fallback_orders` says where it was used.
 
-The counts are held in Python dicts: fine for transcripts and LM corpora up to a few million words (see
-`experiments/build_lm.py`), not for billions of words (use lmplz there).
+Models are of order 2..6 (what KenLM reads). The counts are held in Python dicts: about 13 s and 0.6 GB per million
+words for a 3-gram, 43 s and 1.4 GB for a 5-gram (one core); fine for transcripts and LM texts of a few million
+words (see `experiments/build_lm.py`), not for billions (use lmplz there).
 """
 
 import collections
@@ -34,7 +37,9 @@ from data_pipelines.vocab import from_ltr
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 DEFAULT_FALLBACK = (0.5, 1.0, 1.5)  # lmplz's --discount_fallback values for D1, D2, D3+
-MAX_ORDER = 6  # the pip `kenlm` package is compiled with KENLM_MAX_ORDER=6 and refuses higher orders
+# KenLM reads orders 2..6: its query structures assume at least bigrams, and the pip `kenlm` package is compiled with
+# KENLM_MAX_ORDER=6.
+MIN_ORDER, MAX_ORDER = 2, 6
 _LOG10_ZERO = -99.0  # ARPA's log10(0): <s> is never predicted
 _CASES = ("keep", "upper", "lower")
 
@@ -160,7 +165,7 @@ def estimate(sentences: Iterable[str], order: int = 3, *, discount_fallback: Seq
 
   Args:
     sentences: one sentence per item, words separated by whitespace (case kept; blank items skipped).
-    order: the highest n-gram order, 1..MAX_ORDER.
+    order: the highest n-gram order, MIN_ORDER..MAX_ORDER.
     discount_fallback: (D1, D2, D3+) for orders whose discounts are ill-defined; None raises instead (lmplz's
       default).
     source: a name for the text in error messages (the file it came from).
@@ -172,9 +177,9 @@ def estimate(sentences: Iterable[str], order: int = 3, *, discount_fallback: Seq
     NgramError: no sentences, a sentence with `<s>`, `</s>` or `<unk>`, an order out of range or longer than every
       sentence allows, or ill-defined discounts without a fallback.
   """
-  if not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
-    raise NgramError(f"order must be an integer in 1..{MAX_ORDER} (the pip kenlm package reads up to "
-                     f"{MAX_ORDER}-grams), got {order!r}")
+  if not isinstance(order, int) or not MIN_ORDER <= order <= MAX_ORDER:
+    raise NgramError(f"order must be an integer in {MIN_ORDER}..{MAX_ORDER} (KenLM reads models of those orders), "
+                     f"got {order!r}")
   if discount_fallback is not None and (len(discount_fallback) != 3 or
                                         not all(0 <= d <= k for k, d in enumerate(discount_fallback, 1))):
     raise NgramError(f"discount_fallback must be (D1, D2, D3+) with 0 <= Dk <= k, got {discount_fallback!r}")
@@ -285,13 +290,14 @@ def write_arpa(text: str | os.PathLike | Iterable[str], out_path: str | os.PathL
     out_path: the `.arpa` file to write (local or gs://; folders are created; written whole or not at all).
     order: the highest n-gram order.
     case: for a path, as in `read_sentences`.
-    **kwargs: passed to `estimate` (`discount_fallback`).
+    **kwargs: passed to `estimate` (`discount_fallback`, `source`: the path by default).
 
   Returns:
     The `NgramModel` written.
   """
   if isinstance(text, (str, os.PathLike)):
-    model = estimate(read_sentences(text, case=case), order, source=os.fspath(text), **kwargs)
+    kwargs.setdefault("source", os.fspath(text))
+    model = estimate(read_sentences(text, case=case), order, **kwargs)
   else:
     model = estimate(text, order, **kwargs)
   storage.Path(out_path).parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from data_pipelines import ngram  # noqa: E402  pylint: disable=g-import-not-at-
 
 flags.DEFINE_list("text", None, "Sentences: text or transcript file(s), or corpus split folder(s), comma-separated.")
 flags.DEFINE_string("out", None, "The ARPA file to write (local or gs://).")
-flags.DEFINE_integer("order", 3, f"Highest n-gram order (1..{ngram.MAX_ORDER}).")
+flags.DEFINE_integer("order", 3, f"Highest n-gram order ({ngram.MIN_ORDER}..{ngram.MAX_ORDER}).")
 flags.DEFINE_enum("case", "keep", ["keep", "upper", "lower"], "Case the text is mapped to.")
 flags.DEFINE_list("discount_fallback", [str(d) for d in ngram.DEFAULT_FALLBACK],
                   "D1,D2,D3+ for orders whose discounts are ill-defined; empty: stop with an error instead.")
