@@ -3,15 +3,26 @@ mode against the full trellis, segments and times, out-of-vocabulary text, impos
 
 import itertools
 import json
+import os
 import re
+import subprocess
+import sys
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import soundfile as sf
 
+import wav2vec_jax
+from data_pipelines import audio, storage
 from data_pipelines.vocab import Vocab
 from wav2vec_jax.inference import alignment
 from wav2vec_jax.inference import alignment_formats
+from wav2vec_jax.inference.recognizer import Recognizer
+from wav2vec_jax.models import Wav2Vec2ForCTC, get_variant
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VOCAB = Vocab.from_transcripts(["HELLO WORLD HI YOU THE QUICK BROWN FOX"])
 
@@ -295,3 +306,65 @@ def test_writers_produce_files_that_parse_back(tmp_path):
   alignment_formats.write_alignments(results[:1], str(single), "textgrid")
   assert _parse_textgrid(single.read_text())["words"] == _parse_textgrid(
       (tmp_path / "grids" / "one.TextGrid").read_text())["words"]
+
+
+@pytest.fixture(scope="module", name="checkpoint")
+def _checkpoint(tmp_path_factory):
+  """A tiny random CTC model saved with its vocab.json, and two short recordings."""
+  root = tmp_path_factory.mktemp("align")
+  model = Wav2Vec2ForCTC(get_variant("tiny", vocab_size=VOCAB.size))
+  variables = nn.unbox(model.init(jax.random.PRNGKey(0), np.zeros((1, 16000), np.float32)))
+  directory = str(root / "model")
+  wav2vec_jax.save_pretrained(directory, model, variables)
+  VOCAB.save_hf(storage.join(directory, "vocab.json"))
+  rng = np.random.default_rng(0)
+  files = []
+  for i, seconds in enumerate((1.5, 2.2)):
+    path = str(root / f"clip{i}.{'wav' if i else 'flac'}")
+    sf.write(path, (0.1 * rng.normal(size=int(seconds * 16000))).astype(np.float32), 16000)
+    files.append(path)
+  return directory, files
+
+
+def _align_cli(*args):
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", "align.py"), *args], cwd=REPO,
+                        capture_output=True, text=True, check=False, timeout=600,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""))
+
+
+@pytest.mark.slow
+def test_the_entry_point_aligns_files_to_texts_and_transcript_files(checkpoint, tmp_path):
+  directory, files = checkpoint
+  text_file = tmp_path / "clip1.txt"
+  text_file.write_text("the quick,\nbrown fox\n")
+  out = tmp_path / "out.json"
+  result = _align_cli(f"--checkpoint={directory}", f"--audio={','.join(files)}", "--transcript=Hello world",
+                      f"--transcript={text_file}", f"--out={out}", "--format=json")
+  assert result.returncode == 0, result.stderr[-3000:]
+  got = json.loads(out.read_text())["utterances"]
+  recognizer = Recognizer.from_pretrained(directory)
+  for row, path, text in zip(got, files, ["HELLO WORLD", "THE QUICK BROWN FOX"]):
+    want = alignment.align(recognizer.log_probs(audio.load_waveform(path)), text, VOCAB, name=row["utterance"])
+    assert row["utterance"] == storage.Path(path).stem
+    assert [(w["label"], w["start"], w["end"]) for w in row["words"]] == [(w.label, w.start, w.end) for w in want.words]
+    assert row["duration"] == want.duration == recognizer.num_frames(sf.info(path).frames) * 0.02
+
+
+@pytest.mark.slow
+def test_the_entry_point_stops_on_bad_input_with_one_line(checkpoint, tmp_path):
+  directory, files = checkpoint
+  garbage = tmp_path / "garbage.wav"
+  garbage.write_bytes(b"RIFF not really a wave file" * 10)
+  cases = [
+      ([f"--checkpoint={directory}", f"--audio={garbage}", "--transcript=HI"], f"AudioInputError: {garbage}"),
+      ([f"--checkpoint={directory}", f"--audio={files[0]}", "--transcript=" + "HELLO WORLD " * 10],
+       "AlignmentError: clip0: transcript of 120 labels"),
+      ([f"--checkpoint={tmp_path / 'nothing'}", f"--audio={files[0]}", "--transcript=HI"], "nothing"),
+      ([f"--checkpoint={directory}", f"--audio={files[0]}", f"--transcript={tmp_path / 'missing.txt'}"],
+       "missing.txt: transcript file not found"),
+  ]
+  for args, message in cases:
+    result = _align_cli(*args)
+    assert result.returncode == 1 and "stopped: " in result.stderr and message in result.stderr, (
+        args, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
