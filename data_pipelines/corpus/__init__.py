@@ -1,5 +1,8 @@
 """A generated multilingual read-speech corpus (eSpeak NG voices, faker word lists) in LibriSpeech layout."""
 
+from data_pipelines.corpus.alignments import WordTiming
+from data_pipelines.corpus.alignments import read_unaligned
+from data_pipelines.corpus.alignments import read_word_alignments
 from data_pipelines.corpus.build import CorpusConfig
 from data_pipelines.corpus.build import generate_corpus
 from data_pipelines.corpus.cache import cache_root

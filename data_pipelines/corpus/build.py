@@ -4,6 +4,7 @@ Layout of a corpus folder:
 
   OUT/{train,dev,test}/SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.flac   16 kHz mono 16-bit FLAC
   OUT/{train,dev,test}/SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt  "SPEAKER-CHAPTER-UTT TRANSCRIPT" lines
+  OUT/{train,dev,test}/SPEAKER/CHAPTER/SPEAKER-CHAPTER.alignment.json  word start/end seconds (`alignments`)
   OUT/SPEAKERS.txt                                                 speaker -> language, variant, pitch, rate, split
   OUT/summary.json                                                 config, versions, hours, counts, alphabets
 
@@ -24,8 +25,8 @@ from data_pipelines.corpus import synthesize
 from data_pipelines.corpus import text as text_lib
 
 SUMMARY_FILE = "summary.json"
-# Bump when the generator's output changes for a given config; part of the cache key.
-GENERATOR_VERSION = 1
+# Bump when the generator's output changes for a given config; part of the cache key. 2: word alignments.
+GENERATOR_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,18 +64,24 @@ def _run_jobs(jobs, workers):
   ctx = multiprocessing.get_context("forkserver")
   ctx.set_forkserver_preload(["data_pipelines.corpus.synthesize"])
   with futures.ProcessPoolExecutor(max(1, workers), mp_context=ctx, max_tasks_per_child=1) as executor:
-    return list(executor.map(synthesize.synthesize_speaker, jobs))
+    results = list(executor.map(synthesize.synthesize_speaker, jobs))
+    # Word timings replay each speaker's synthesis, after the audio pass: see synthesize's docstring.
+    return list(executor.map(synthesize.time_speaker, jobs, results))
 
 
 def _summary(config, plan, results):
   seconds = {}  # (split, language) -> seconds
   utterances = {}
+  aligned = {}
+  unaligned = {}  # utterance id -> why
   minutes_per_speaker = {}
   for speaker, utts in zip(plan, results):
     key = (speaker.split, speaker.language)
     speaker_seconds = sum(u.num_samples for u in utts) / synthesize.SAMPLE_RATE
     seconds[key] = seconds.get(key, 0.0) + speaker_seconds
     utterances[key] = utterances.get(key, 0) + len(utts)
+    aligned[key] = aligned.get(key, 0) + sum(u.words is not None for u in utts)
+    unaligned.update((u.utterance_id, u.alignment_error) for u in utts if u.words is None)
     minutes_per_speaker[speaker.speaker_id] = speaker_seconds / 60.0
 
   def total(by, value, table):
@@ -93,6 +100,8 @@ def _summary(config, plan, results):
                                    for split in speakers_lib.SPLITS},
       "utterances_per_split": {split: total(0, split, utterances) for split in speakers_lib.SPLITS},
       "speakers_per_split": {split: sum(s.split == split for s in plan) for split in speakers_lib.SPLITS},
+      "word_aligned_utterances_per_split": {split: total(0, split, aligned) for split in speakers_lib.SPLITS},
+      "word_unaligned_utterances": dict(sorted(unaligned.items())),
       "charset": {lang: text_lib.LANGUAGES[lang].charset for lang in config.languages},
   }
   return summary, minutes_per_speaker
