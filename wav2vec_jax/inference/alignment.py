@@ -10,22 +10,31 @@ keeps only the Viterbi scores entering each block of K frames (`[frames / K, bat
 pass walks the blocks from last to first, recomputes one block's int8 backpointers from its checkpoint and traces
 the path back through it. Memory is O(states x (frames / K + K)) (K = 2 sqrt(frames) balances the two: 30 min ->
 ~60 MB), time about twice one forward pass, and the result equals the full trellis' bit for bit (the same float32
-additions and maxima, in the same order). Time stays O(frames x states), i.e. quadratic in the duration: ~30 s for
-30 min on 2 CPU cores (`experiments/benchmark_align.py`); split multi-hour recordings first.
+additions and maxima, in the same order). Time stays O(frames x states), i.e. quadratic in the duration: 30 min with a
+25,000-label transcript takes 30-50 s on 2 CPU cores and ~450 MB of memory in all (`experiments/benchmark_align.py`);
+split multi-hour recordings first.
 
 Time convention: one CTC frame per 320 samples of 16 kHz audio, so frame t spans [0.02 t, 0.02 (t + 1)) seconds
 (`FRAME_SECONDS`; the first frame's 400-sample receptive field is ignored, as Hugging Face's word offsets do). A
-segment covering frames [a, b) starts at 0.02 a and ends at 0.02 b.
+segment covering frames [a, b) starts at 0.02 a and ends at 0.02 b. Segment scores are the mean per-frame
+probability of the path's token over the segment's frames.
+
+Text outside the vocabulary never fails: each run of unknown characters becomes one wildcard ("star") label whose
+log-prob column is, per frame, the best non-blank token's (as torchaudio's and NeMo's aligners); the words holding
+one are flagged `oov` (`encode_transcript`).
 """
 
 import dataclasses
 import functools
 import math
+import unicodedata
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from wav2vec_jax.inference import scoring
 
 FRAME_SECONDS = 0.02  # 320 samples at 16 kHz: the conv feature encoder's total stride
 _NEG_INF = -np.inf
@@ -307,10 +316,6 @@ def encode_transcript(text: str, vocab, *, name: str = "transcript") -> Transcri
   Raises:
     AlignmentError: nothing alignable is left (empty transcript).
   """
-  import unicodedata  # pylint: disable=g-import-not-at-top
-
-  from wav2vec_jax.inference import scoring  # pylint: disable=g-import-not-at-top
-
   known = set(vocab.tokens[1:])
   star = vocab.size
   words, labels, symbols, word_index, oov = [], [], [], [], []
