@@ -10,21 +10,26 @@ Times are seconds from the start of the utterance's FLAC file (16 kHz): whole 16
 The words are the transcript's words, in order, one entry each. Every utterance of the chapter appears in exactly one
 of the two tables.
 
-How a word is timed (`time_words`), from the events eSpeak NG reports while it synthesises the sentence:
+How a word is timed (`time_words`), from the events eSpeak NG reports while it synthesises the sentence (phoneme
+events come from a replay of the synthesis, see `synthesize`):
 - start: the word event's sample (eSpeak NG starts a word when it starts its first phoneme, stop closures included).
   At the start of a clause eSpeak NG's ~12 ms lead-in pause "_" comes with the word.
 - end: the start of the pause phoneme ("_:" after a comma or the full stop, "_" ...) that follows the word's last
   sounding phoneme before the next word starts; when no pause follows, the next word's start (the last word: the end
   of the audio).
-So a word spans its phonemes, pauses between words are left out, and consecutive words without a pause touch.
+So a word spans its phonemes, pauses between words are left out, and consecutive words without a pause touch. On the
+default corpus, after a pause of 50 ms or more the waveform's energy starts between 2 ms before and 61 ms after the
+word's start (median 10.5 ms: the lead-in; the long ones are initial stop closures), and the gaps hold eSpeak NG's
+digital silence, or the fading breath noise of the breathy variants (f2-f5, m2).
 
 The resampler (soxr) keeps time: an instant at 22050 Hz sample `n` is at 16 kHz sample `n * 16000 / 22050`, which is
 rounded to the nearest sample. The corpus applies no trimming or padding.
 
 An utterance is unaligned when eSpeak NG's word events do not map one to one onto the transcript words: a transcript
-word without an event, an event outside every word (eSpeak NG read something the transcript lacks), events out of
-order, or a word without a sounding phoneme. Several events inside one transcript word (eSpeak NG splits some words
-with apostrophes) count as one word starting at the first.
+word without an event (eSpeak NG reads some Czech prepositions, Polish "nie" and French "que" as one word with their
+neighbour: 12 of the default corpus' 812 utterances), an event outside every word, events out of order, or a word
+without a sounding phoneme; or when the timing replay did not reproduce the stored audio's events. Several events
+inside one transcript word, should eSpeak NG split a word, count as one word starting at the first.
 """
 
 import bisect
@@ -130,8 +135,11 @@ def time_words(spoken: str, transcript: str, synthesis: espeak.Synthesis, sample
 
   Raises:
     AlignmentError: the events do not map one to one onto the transcript words.
-    ValueError: `spoken` does not read as `transcript` (a caller's bug).
+    ValueError: `spoken` does not read as `transcript`, or `synthesis` lacks phoneme events (a caller's bug).
   """
+  if not synthesis.phonemes:
+    raise ValueError("the synthesis has no phoneme events: synthesise with espeak.synthesize_timed(..., "
+                     "phoneme_events=True)")
   words = transcript.split()
   spans = _word_spans(spoken, transcript)
   starts = _word_starts(spans, synthesis.words, spoken)
