@@ -52,7 +52,7 @@ class WordTiming(NamedTuple):
 
   Attributes:
     word: the transcript word (upper case, as in `.trans.txt`).
-    start: seconds from the start of the utterance's audio, a multiple of 1/16000.
+    start: seconds from the start of the utterance's audio file, a whole number of its samples (1/16000 s).
     end: seconds, > start.
   """
   word: str
@@ -225,8 +225,18 @@ def read_word_alignments(path: str | os.PathLike, split: str | None = None) -> d
 
 
 def read_unaligned(path: str | os.PathLike, split: str | None = None) -> dict[str, str]:
-  """Utterance id -> why eSpeak NG's events could not be matched to its transcript; same `path`/`split` as
-  `read_word_alignments`."""
+  """Reads which utterances have no word timings, and why.
+
+  Args:
+    path: as in `read_word_alignments`.
+    split: as in `read_word_alignments`.
+
+  Returns:
+    Utterance id -> why eSpeak NG's events could not be matched to its transcript words.
+
+  Raises:
+    FileNotFoundError: no alignment file there.
+  """
   unaligned = {}
   for file in _files(path, split):
     unaligned.update(read_chapter(file)[1])
