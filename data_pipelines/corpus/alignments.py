@@ -18,9 +18,11 @@ events come from a replay of the synthesis, see `synthesize`):
   sounding phoneme before the next word starts; when no pause follows, the next word's start (the last word: the end
   of the audio).
 So a word spans its phonemes, pauses between words are left out, and consecutive words without a pause touch. On the
-default corpus, after a pause of 50 ms or more the waveform's energy starts between 2 ms before and 61 ms after the
-word's start (median 10.5 ms: the lead-in; the long ones are initial stop closures), and the gaps hold eSpeak NG's
-digital silence, or the fading breath noise of the breathy variants (f2-f5, m2).
+default corpus' voices without breath noise, after a pause of 50 ms or more the sound (2 % of the peak) starts between
+2 ms before and 61 ms after the word's start (median 10.5 ms: the lead-in; the long ones are initial stop closures),
+and before a pause it lasts up to the word's end (95 % within 2.5 ms, at most 27.5 ms: final stop closures). The
+gaps hold eSpeak NG's digital silence, or, for the breathy variants (f2-f5, m2), fading breath noise that is not
+part of the word.
 
 The resampler (soxr) keeps time: an instant at 22050 Hz sample `n` is at 16 kHz sample `n * 16000 / 22050`, which is
 rounded to the nearest sample. The corpus applies no trimming or padding.
