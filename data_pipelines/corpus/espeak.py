@@ -11,9 +11,9 @@ fresh process.
 
 Timing: the synthesis callback also receives eSpeak NG's events. `synthesize_timed` keeps the word events (where each
 word of the text starts in the audio; always reported, they leave the samples unchanged) and, on request, the phoneme
-events (where each phoneme, pauses included, starts). Phoneme events are not free: they take slots in eSpeak NG's
-command queue, whose look-ahead shapes the waveform, so with them a few utterances (about 1 in 200) come out with
-slightly different samples, though with the same length and word events. Word and phoneme positions also depend on
+events (where each phoneme, pauses included, starts). Phoneme events are not free: with them a few utterances (4 of
+the default corpus' 812) come out with slightly different samples, though with the same length and word events,
+presumably because their markers take slots in eSpeak NG's command queue, whose look-ahead shapes the waveform. Word and phoneme positions also depend on
 the history (the wave generator's phase), like the samples.
 """
 
@@ -37,7 +37,6 @@ _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
 _EVENT_LIST_TERMINATED, _EVENT_WORD, _EVENT_PHONEME = 0, 1, 7
 # Milliseconds of audio per callback; larger chunks mean fewer Python callbacks.
 _BUFFER_MS = 1000
-
 
 
 class _EventId(ctypes.Union):
