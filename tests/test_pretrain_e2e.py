@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import e2e  # tests/e2e.py
+from experiments import evaluate_timing
 from wav2vec_jax import losses
 
 pytestmark = pytest.mark.slow
@@ -58,6 +59,23 @@ def test_tiny_pretraining_learns_then_finetuning_from_it_learns(tmp_path):
   assert saved["step"] == best["step"] and saved["val/wer"] == best["val/wer"]
   best_params = e2e.params(os.path.join(tuned, "best"))
   assert "lm_head" in best_params and os.path.exists(os.path.join(tuned, "best", "vocab.json"))
+
+  # Word timing on the held-out split against eSpeak NG's word timings, and 3 minutes of concatenated test audio
+  # transcribed in 20 s windows and whole (figures: README, Inference).
+  timing = evaluate_timing.evaluate(os.path.join(tuned, "best"), "", "test", long_minutes=3.0, chunk_s=20.0,
+                                    context_s=3.0)
+  print(json.dumps(timing))
+  aligned, long_audio = timing["alignment"], timing["long_audio"]
+  assert aligned["utterances"] >= 80 and aligned["words"] > 1000
+  assert aligned["start"]["median_ms"] <= 60 and aligned["start"]["p95_ms"] <= 150, aligned  # measured 37 / 82
+  assert aligned["end"]["median_ms"] <= 60 and aligned["end"]["p95_ms"] <= 200, aligned  # measured 32 / 102
+  assert long_audio["seconds"] >= 180 and long_audio["windows"] >= 10
+  # Windows lose no text: the windowed transcript is as close to the reference as the whole-file one (a window
+  # border that dropped or doubled audio would add ~20% CER), and the reference's words fall at the same times.
+  assert long_audio["cer_windowed_vs_reference"] <= long_audio["cer_whole_vs_reference"] + 0.02, long_audio
+  assert abs(long_audio["windowed_words"] - long_audio["words"]) <= 0.15 * long_audio["words"], long_audio
+  assert long_audio["start_diff"]["median_ms"] <= 20 and long_audio["start_diff"]["p95_ms"] <= 40, long_audio
+  assert long_audio["end_diff"]["median_ms"] <= 20 and long_audio["end_diff"]["p95_ms"] <= 40, long_audio
 
 
 

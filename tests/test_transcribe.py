@@ -75,13 +75,18 @@ def test_an_imported_transformers_model_transcribes_like_the_transformers_pipeli
     assert all(0 < w["confidence"] <= 1 for w in row["words"])
 
 
+def _local_model(num_layers=0):
+  """A CTC model whose frames see only nearby audio (without attention layers: per-frame norms and a 16-frame
+  positional conv)."""
+  cfg = ModelConfig(conv_dim=(16,) * 7, feat_extract_norm="layer", conv_bias=True, hidden_size=32,
+                    num_layers=num_layers, num_heads=2, intermediate_size=32, num_conv_pos_embeddings=16,
+                    num_conv_pos_embedding_groups=4, vocab_size=len(LETTERS), mask_time_prob=0.0, layer_norm_first=True)
+  return Wav2Vec2ForCTC(cfg)
+
+
 def test_windowed_inference_is_stitched_frame_exactly():
-  # A model whose frames see only nearby audio (no attention layers, per-frame norms, a 16-frame positional conv):
-  # each window keeps >= 40 frames of context, so the stitched output must equal the whole-file pass frame for frame.
-  cfg = ModelConfig(conv_dim=(16,) * 7, feat_extract_norm="layer", conv_bias=True, hidden_size=32, num_layers=0,
-                    num_heads=2, intermediate_size=32, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-                    vocab_size=len(LETTERS), mask_time_prob=0.0, layer_norm_first=True)
-  model = Wav2Vec2ForCTC(cfg)
+  # Each window keeps >= 40 frames of context, so the stitched output must equal the whole-file pass frame for frame.
+  model = _local_model()
   waveform = np.random.default_rng(1).normal(size=7 * 16000 + 123).astype(np.float32)
   variables = model.init(jax.random.PRNGKey(0), waveform[None, :16000])
   vocab = Vocab(tuple(LETTERS))
@@ -92,6 +97,17 @@ def test_windowed_inference_is_stitched_frame_exactly():
   assert len(recognizer.window_plan(len(expected), windowed.window_frames, windowed.context_frames)) >= 5
   assert got.shape == expected.shape == (whole.num_frames(waveform.size), len(LETTERS))
   np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def test_padded_batches_of_short_files_match_one_by_one():
+  model = _local_model(num_layers=2)  # attention: padded frames must be masked out
+  rng = np.random.default_rng(2)
+  waveforms = [rng.normal(size=n).astype(np.float32) for n in (16000, 9000, 23456, 401, 30000)]
+  variables = model.init(jax.random.PRNGKey(1), waveforms[0][None])
+  ours = recognizer.Recognizer(model, variables, Vocab(tuple(LETTERS)), normalize=True)
+  batched = ours.log_probs_batch(waveforms, bucket_s=1.0, batch_size=2)
+  for waveform, got in zip(waveforms, batched):
+    np.testing.assert_allclose(got, ours.log_probs(waveform), atol=2e-5)
 
 
 @pytest.mark.parametrize("frames", [1, 99, 100, 101, 157, 250, 1000, 1001])

@@ -160,8 +160,8 @@ class Recognizer:
       normalize = input_normalization(checkpoint, model)
     return cls(model, variables, vocabulary, normalize=normalize, **kwargs)
 
-  def _log_probs(self, params, waveform):
-    logits = self.model.apply({"params": params}, waveform).logits
+  def _log_probs(self, params, waveform, attention_mask=None):
+    logits = self.model.apply({"params": params}, waveform, attention_mask).logits
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
   def num_frames(self, num_samples: int) -> int:
@@ -201,6 +201,35 @@ class Recognizer:
       for j in range(real):
         start, kept, end = plan[i + j]
         out[kept:end] = result[j, kept - start:end - start]
+    return out
+
+  def log_probs_batch(self, waveforms, *, bucket_s: float = 2.0, batch_size: int = 8) -> list[np.ndarray]:
+    """Frame log-probabilities of many short files, padded to shared lengths (multiples of `bucket_s`) with an
+    attention mask, as the trainer's validation runs them: a few compiles instead of one per length. Padding shifts
+    a group-norm feature encoder's statistics (as in training); `log_probs` is the exact, unpadded path.
+
+    Args:
+      waveforms: per file `[samples_i]` float32 mono 16 kHz, each at most one window long.
+    Returns:
+      Per file `[frames_i, vocab]` float32.
+    """
+    waveforms = [np.asarray(w, np.float32).reshape(-1) for w in waveforms]
+    if self.normalize:
+      waveforms = [audio.normalize(w) for w in waveforms]
+    bucket = max(1, int(bucket_s * audio.TARGET_SAMPLE_RATE))
+    order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].size)
+    out = [None] * len(waveforms)
+    for first in range(0, len(order), batch_size):
+      rows = order[first:first + batch_size]
+      length = -(-max(waveforms[i].size for i in rows) // bucket) * bucket
+      batch = np.zeros((batch_size, length), np.float32)
+      mask = np.zeros((batch_size, length), np.int32)
+      for j, i in enumerate(rows):
+        batch[j, :waveforms[i].size], mask[j, :waveforms[i].size] = waveforms[i], 1
+      mask[len(rows):, :self.receptive_field] = 1  # filler rows: one frame, never read
+      result = np.asarray(self._forward(self.params, batch, mask))
+      for j, i in enumerate(rows):
+        out[i] = result[j, :self.num_frames(waveforms[i].size)]
     return out
 
   def transcribe(self, waveform: np.ndarray, *, decoder=None, name: str = "audio") -> Transcript:
