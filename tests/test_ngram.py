@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from data_pipelines import ngram
+from data_pipelines.vocab import Vocab
+from wav2vec_jax.inference import beam
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -227,7 +229,7 @@ def test_hand_derived_bigram_model_with_fallback_discounts(tmp_path):
     ngram.estimate(["A B", "A"], 2, discount_fallback=None)
 
 
-def test_arpa_layout_for_kenlm_and_pyctcdecode(tmp_path):
+def test_arpa_layout_for_kenlm(tmp_path):
   model, path, lm = _build(tmp_path, _markov_corpus(1), 3)
   header, entries = _parse_arpa(path)
   assert lm.order == 3 and header == {n: len(entries[n]) for n in (1, 2, 3)} == dict(enumerate(model.ngram_counts, 1))
@@ -240,20 +242,17 @@ def test_arpa_layout_for_kenlm_and_pyctcdecode(tmp_path):
 
 
 def test_beam_search_with_the_lm_prefers_words_it_knows(tmp_path):
-  pyctcdecode = pytest.importorskip("pyctcdecode")  # installed apart (--no-deps), as README says
   _, path, _ = _build(tmp_path, ["THE CAT SAT", "THE CAT RAN", "A CAT SAT", "THE DOG RAN"] * 3, 2)
-  words = pyctcdecode.language_model.load_unigram_set_from_arpa(path)  # reads only 3-column 1-gram lines
-  assert words == {"THE", "CAT", "SAT", "RAN", "A", "DOG", BOS, EOS, UNK}
-  labels = ["", " ", "A", "C", "E", "H", "K", "T"]
-  frames = ["T", "H", "E", " ", "CK", "A", "T"]  # "C" and "K" about equally likely, K slightly ahead
-  probs = np.full((len(frames), len(labels)), 1e-4)
+  vocab = Vocab(("<pad>", "|", "A", "C", "E", "H", "K", "T"))
+  frames = ["T", "H", "E", "|", "CK", "A", "T"]  # "C" and "K" about equally likely, K slightly ahead
+  probs = np.full((len(frames), vocab.size), 1e-4)
   for i, f in enumerate(frames):
     for ch, p in (("K", 0.52), ("C", 0.47)) if f == "CK" else ((f, 0.99),):
-      probs[i, labels.index(ch)] = p
-  log_probs = np.log(probs / probs.sum(1, keepdims=True)).astype(np.float32)
-  assert pyctcdecode.build_ctcdecoder(labels).decode(log_probs) == "THE KAT"
-  with_lm = pyctcdecode.build_ctcdecoder(labels, kenlm_model_path=path, alpha=1.0, beta=0.0)
-  assert with_lm.decode(log_probs) == "THE CAT"
+      probs[i, vocab.token_to_id(ch)] = p
+  log_probs = np.log(probs / probs.sum(1, keepdims=True))
+  assert beam.BeamSearchDecoder(vocab, workers=1).decode(log_probs)[0].text == "THE KAT"
+  with_lm = beam.BeamSearchDecoder(vocab, path, beam.BeamOptions(lm_weight=1.0, word_score=0.0), workers=1)
+  assert with_lm.decode(log_probs)[0].text == "THE CAT"
 
 
 def test_reads_transcript_files_and_corpus_splits(tmp_path):
