@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,26 @@ def resumed_from(output: str) -> int | None:
   return int(found[-1]) if found else None
 
 
+def logged_steps(output: str) -> list[int]:
+  """The steps whose progress line a launch printed, in order (process 0 prints them)."""
+  return [int(s) for s in re.findall(r"\] step (\d+)/", output)]
+
+
 def steps_run(output: str) -> int:
   """How many train steps a launch ran (its checkpoint log lines count saves, the step lines count progress)."""
-  return len(re.findall(r"\] step (\d+)/", output))
+  return len(logged_steps(output))
+
+
+def free_port() -> int:
+  """A TCP port on localhost that nothing listens on now (for a coordinator address)."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def launch_cluster(script: str, workdir: str, *flags, processes: int = 2) -> list[subprocess.Popen]:
+  """Starts `processes` copies of `experiments/<script>` forming one JAX cluster over localhost (gloo CPU
+  collectives, one device each, process 0 the coordinator); returns them in process order."""
+  address = f"localhost:{free_port()}"
+  return [launch(script, workdir, *flags, f"--coordinator_address={address}", f"--num_processes={processes}",
+                 f"--process_id={i}", "--cpu_collectives") for i in range(processes)]

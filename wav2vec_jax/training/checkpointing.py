@@ -118,6 +118,12 @@ class TerminationFlag:
     self._previous = None
 
   def install(self):
+    # Several processes: SIGTERM stays with JAX's preemption service (jax.distributed.initialize installed its
+    # handler), which makes `Checkpointer.reached_preemption` true on every process at the same step. A flag of our
+    # own would stop only the signalled process: it would wait in the checkpoint's barrier, the others in the next
+    # step's collectives, forever.
+    if jax.process_count() > 1 and jax.config.jax_enable_preemption_service:
+      return self
     if threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
