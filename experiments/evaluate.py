@@ -3,7 +3,12 @@ r"""WER and CER of a CTC checkpoint on a split, decoded and scored exactly as th
   python experiments/evaluate.py --checkpoint=/tmp/wav2vec_jax/finetune/best --split=test
   python experiments/evaluate.py --checkpoint=/ckpt/wav2vec2-base-960h --source=librispeech \
       --path=/data/LibriSpeech --split=test-clean --output_dir=/tmp/eval
-Writes `<output_dir>/hypotheses.jsonl` (id, reference, hypothesis, loss per utterance) and `summary.json`.
+  # beam search with a 4-gram; pick LM weight and word score on dev, then use them on test:
+  python experiments/evaluate.py --checkpoint=... --split=dev --lm=/data/4gram.arpa \
+      --grid_lm_weights=0,0.5,1,1.5,2 --grid_word_scores=-1,0,1,2
+  python experiments/evaluate.py --checkpoint=... --split=test --lm=/data/4gram.arpa --lm_weight=1 --word_score=0
+Greedy by default (the trainer's validation); beam search with --lm or --beam_width. Writes
+`<output_dir>/hypotheses.jsonl` (id, reference, hypothesis, loss per utterance) and `summary.json`.
 """
 
 import json
@@ -14,7 +19,13 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from data_pipelines import storage  # noqa: E402  pylint: disable=g-import-not-at-top
+from data_pipelines.errors import AudioInputError  # noqa: E402  pylint: disable=g-import-not-at-top
+from data_pipelines.vocab import VocabError  # noqa: E402  pylint: disable=g-import-not-at-top
+from wav2vec_jax.inference import beam  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.inference.checkpoint_eval import evaluate_checkpoint  # noqa: E402  pylint: disable=g-import-not-at-top
+from wav2vec_jax.inference.recognizer import RecognizerError  # noqa: E402  pylint: disable=g-import-not-at-top
+from wav2vec_jax.interop.convert import CheckpointMismatchError  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.training import runtime  # noqa: E402  pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string("checkpoint", None, "save_pretrained dir (e.g. <workdir>/best), HF dir or fairseq .pt.")
@@ -25,23 +36,50 @@ flags.DEFINE_string("tfds_name", "", "TFDS dataset name (source=tfds).")
 flags.DEFINE_string("vocab", "", "vocab.json or dict.ltr.txt (default: next to the checkpoint).")
 flags.DEFINE_integer("batch_budget", 0, "Samples per batch (default: the run's validation setting).")
 flags.DEFINE_string("output_dir", "", "Where to write hypotheses.jsonl and summary.json (default: print only).")
+flags.DEFINE_string("lm", "", "KenLM n-gram (ARPA or binary) for beam search (experiments/build_lm.py makes one).")
+flags.DEFINE_integer("beam_width", 0, "Beam search width (0: greedy, or 64 with --lm).")
+flags.DEFINE_float("lm_weight", 0.5, "LM weight (alpha).")
+flags.DEFINE_float("word_score", 1.0, "Word insertion score (beta).")
+flags.DEFINE_list("grid_lm_weights", [], "LM weights to try (with --grid_word_scores): reports the best pair.")
+flags.DEFINE_list("grid_word_scores", [], "Word scores to try.")
+flags.DEFINE_bool("progress", True, "A progress bar.")
 flags.mark_flag_as_required("checkpoint")
+
+EXPECTED_ERRORS = (RecognizerError, AudioInputError, beam.LanguageModelError, VocabError, CheckpointMismatchError,
+                   FileNotFoundError)
 
 
 def main(argv):
   del argv
-  f = flags.FLAGS
   runtime.quiet_library_logs()
   runtime.hide_accelerators_from_tensorflow()
+  try:
+    evaluate(flags.FLAGS)
+  except EXPECTED_ERRORS as e:  # the message names the file, the cause and the fix
+    logging.debug("traceback", exc_info=True)
+    logging.error("stopped: %s: %s", type(e).__name__, e)
+    sys.exit(1)
+
+
+def evaluate(f):
+  """Evaluates --checkpoint on --split with the flags' decoding; writes and prints the summary."""
+  grid = [(float(a), float(b)) for a in f.grid_lm_weights for b in f.grid_word_scores]
+  if bool(f.grid_lm_weights) != bool(f.grid_word_scores):
+    raise app.UsageError("--grid_lm_weights and --grid_word_scores go together (the grid is their product)")
+  options = None
+  if f.lm or f.beam_width or grid:
+    options = beam.BeamOptions(beam_width=f.beam_width or 64, lm_weight=f.lm_weight, word_score=f.word_score)
   result = evaluate_checkpoint(f.checkpoint, f.source, f.path, f.split, tfds_name=f.tfds_name,
-                               vocab=f.vocab or None, batch_budget=f.batch_budget or None)
-  summary = {"checkpoint": f.checkpoint, "source": f.source, "path": f.path, "split": f.split, **result.metrics}
+                               vocab=f.vocab or None, batch_budget=f.batch_budget or None, lm=f.lm or None,
+                               beam_options=options, grid=grid, progress=f.progress)
+  decoding = "greedy" if options is None else f"beam {options.beam_width}" + (f" + {f.lm}" if f.lm else "")
+  summary = {"checkpoint": f.checkpoint, "source": f.source, "path": f.path, "split": f.split, "decoding": decoding,
+             **result.metrics}
   if f.output_dir:
-    os.makedirs(f.output_dir, exist_ok=True)
-    with open(os.path.join(f.output_dir, "hypotheses.jsonl"), "w", encoding="utf-8") as out:
-      out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
-    with open(os.path.join(f.output_dir, "summary.json"), "w", encoding="utf-8") as out:
-      json.dump(summary, out, indent=2)
+    storage.Path(f.output_dir).mkdir(parents=True, exist_ok=True)
+    storage.write_text(storage.join(f.output_dir, "hypotheses.jsonl"),
+                       "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows))
+    storage.write_text(storage.join(f.output_dir, "summary.json"), json.dumps(summary, indent=2))
   logging.info("WER %.4f  CER %.4f  over %d utterances", result.metrics["wer"], result.metrics["cer"],
                result.metrics["utterances"])
   print(json.dumps(summary))

@@ -50,6 +50,9 @@ class BeamOptions:
     token_min_logp: tokens below this log-probability in a frame are not tried (the frame's best always is).
     hotwords: words to favour (phrases are split into words), also ones the LM does not know.
     hotword_weight: bonus (natural log) for each completed hotword.
+    unk_score: with an LM whose word list is known (ARPA): added once for a completed word outside it, and for a
+      partial word that begins no known word (scaled by length/6 past 6 letters), as pyctcdecode does; without it
+      every word the LM does not know costs only its `<unk>` probability, and hypotheses avoid word boundaries.
   """
 
   beam_width: int = 64
@@ -59,6 +62,7 @@ class BeamOptions:
   token_min_logp: float = -5.0
   hotwords: tuple[str, ...] = ()
   hotword_weight: float = 10.0
+  unk_score: float = -10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +111,9 @@ class BeamSearchDecoder:
     self.vocab, self.options, self.seconds_per_frame = vocab, options, seconds_per_frame
     self.workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
     self.lm_path = lm_path
-    self.lm = _load_lm(lm_path) if lm_path else None
+    self.lm, words = _load_lm(lm_path) if lm_path else (None, None)
+    self._words = frozenset(words) if words else None
+    self._prefixes = frozenset(w[:i] for w in words for i in range(1, len(w) + 1)) if words else None
     self._pool = None
     self._delimiter = vocab.tokens.index(vocab.word_delimiter) if vocab.word_delimiter in vocab.tokens else -1
     skip = {BOS, EOS}
@@ -115,21 +121,27 @@ class BeamSearchDecoder:
     self._hotwords = tuple(sorted({w for phrase in options.hotwords for w in phrase.split()}))
 
   # ---- word scoring ----
-  def _word_score(self, lm_state, word: str):
+  def _word_score(self, lm_state, word: str, o: BeamOptions):
     """(score added for completing `word` after the history in `lm_state`, the LM state after it)."""
     score, state = 0.0, lm_state
     if self.lm is not None:
       state = kenlm.State()
-      score += self.options.lm_weight * self.lm.BaseScore(lm_state, word, state) * _LN10 + self.options.word_score
+      score += o.lm_weight * self.lm.BaseScore(lm_state, word, state) * _LN10 + o.word_score
+      if self._words is not None and word not in self._words:
+        score += o.unk_score
     if word in self._hotwords:
-      score += self.options.hotword_weight
+      score += o.hotword_weight
     return score, state
 
-  def _partial_bonus(self, word: str) -> float:
-    if not self._hotwords or not word:
-      return 0.0
-    lengths = [len(h) for h in self._hotwords if h.startswith(word)]
-    return self.options.hotword_weight * len(word) / min(lengths) if lengths else 0.0
+  def _partial_bonus(self, word: str, o: BeamOptions) -> float:
+    """Score terms of a partial word, replaced when it completes: hotword progress and unknown-prefix penalty."""
+    score = 0.0
+    if self._prefixes is not None and word not in self._prefixes:
+      score += o.unk_score * max(1.0, len(word) / 6)
+    if self._hotwords:
+      lengths = [len(h) for h in self._hotwords if h.startswith(word)]
+      score += o.hotword_weight * len(word) / min(lengths) if lengths else 0.0
+    return score
 
   def _start_state(self):
     if self.lm is None:
@@ -138,31 +150,33 @@ class BeamSearchDecoder:
     self.lm.BeginSentenceWrite(state)
     return state
 
-  def _final_score(self, entry) -> float:
+  def _final_score(self, entry, o: BeamOptions) -> float:
     """A beam's score with its partial word completed and `</s>` scored."""
     score = _logaddexp(entry[0], entry[1]) + entry[2]
     state = entry[3]
     if entry[4]:
-      extra, state = self._word_score(state, entry[4])
+      extra, state = self._word_score(state, entry[4], o)
       score += extra
     if self.lm is not None:
-      score += self.options.lm_weight * self.lm.BaseScore(state, "</s>", kenlm.State()) * _LN10
+      score += o.lm_weight * self.lm.BaseScore(state, "</s>", kenlm.State()) * _LN10
     return score
 
   # ---- search ----
-  def decode(self, log_probs: np.ndarray, n_best: int = 1) -> list[Hypothesis]:
+  def decode(self, log_probs: np.ndarray, n_best: int = 1, options: BeamOptions | None = None) -> list[Hypothesis]:
     """Decodes one utterance.
 
     Args:
       log_probs: `[frames, vocab]` float log-probabilities (log-softmax output) of the utterance's real frames.
       n_best: hypotheses to return, best first.
+      options: settings for this call (e.g. a grid over `lm_weight`/`word_score`); default: the decoder's. Its
+        hotwords are the decoder's.
     Returns:
       Up to `n_best` Hypothesis.
     """
     log_probs = np.asarray(log_probs, np.float64)
     if log_probs.ndim != 2 or log_probs.shape[1] != self.vocab.size:
       raise ValueError(f"log_probs must be [frames, {self.vocab.size}] for this vocabulary, got {log_probs.shape}")
-    o, blank, delim, chars = self.options, self.vocab.blank_id, self._delimiter, self._chars
+    o, blank, delim, chars = options or self.options, self.vocab.blank_id, self._delimiter, self._chars
     # Prefixes are interned: node 0 is the empty prefix; child[(node, token)] -> node. Per node: parent, token,
     # first frame of its token and its parent's token end (for word times).
     child, parent, token_of, start_of, parent_end = {}, [-1], [-1], [0], [0]
@@ -206,18 +220,18 @@ class BeamSearchDecoder:
           if entry is None:
             start_of[new], parent_end[new] = t, end
             if token == delim:
-              extra, new_state = self._word_score(state, word) if word else (0.0, state)
+              extra, new_state = self._word_score(state, word, o) if word else (0.0, state)
               entry = [_NEG_INF, _NEG_INF, lm + extra, new_state, "", 0.0, t + 1]
             else:
               new_word = word + chars[token]
-              entry = [_NEG_INF, _NEG_INF, lm, state, new_word, self._partial_bonus(new_word), t + 1]
+              entry = [_NEG_INF, _NEG_INF, lm, state, new_word, self._partial_bonus(new_word, o), t + 1]
             nxt[new] = entry
           entry[1] = _logaddexp(entry[1], p)
       scored = [(_logaddexp(e[0], e[1]) + e[2] + e[5], node) for node, e in nxt.items()]
       top = heapq.nlargest(o.beam_width, scored)
       floor = top[0][0] + o.beam_prune_logp
       beams = {node: nxt[node] for score, node in top if score >= floor}
-    finals = sorted(((self._final_score(e), node) for node, e in beams.items()), reverse=True)[:n_best]
+    finals = sorted(((self._final_score(e, o), node) for node, e in beams.items()), reverse=True)[:n_best]
     return [self._hypothesis(node, beams[node], score, parent, token_of, start_of, parent_end)
             for score, node in finals]
 
@@ -248,21 +262,23 @@ class BeamSearchDecoder:
     return Hypothesis(" ".join(w.text for w in words), np.asarray(labels, np.int32), tuple(words),
                       float(_logaddexp(entry[0], entry[1])), float(score))
 
-  def decode_batch(self, log_probs: list[np.ndarray], n_best: int = 1) -> list[list[Hypothesis]]:
+  def decode_batch(self, log_probs: list[np.ndarray], n_best: int = 1,
+                   options: BeamOptions | None = None) -> list[list[Hypothesis]]:
     """Decodes utterances in parallel on the decoder's process pool (made on first use, then reused).
 
     Args:
       log_probs: per utterance `[frames_i, vocab]` float32 log-probabilities.
+      options: settings for this call (see `decode`).
     Returns:
       Per utterance, up to `n_best` Hypothesis.
     """
     arrays = [np.asarray(x) for x in log_probs]
     if self.workers <= 1 or len(arrays) <= 1:
-      return [self.decode(x, n_best) for x in arrays]
+      return [self.decode(x, n_best, options) for x in arrays]
     if self._pool is None:  # spawned (forking a process running JAX threads can deadlock); each loads the LM once
       self._pool = multiprocessing.get_context("spawn").Pool(
           self.workers, _worker_init, (self.vocab, self.lm_path, self.options, self.seconds_per_frame))
-    return self._pool.starmap(_worker_decode, [(x, n_best) for x in arrays])
+    return self._pool.starmap(_worker_decode, [(x, n_best, options) for x in arrays])
 
   def close(self):
     """Stops the worker processes (also done when the decoder is garbage collected)."""
@@ -288,12 +304,13 @@ def _worker_init(vocab, lm_path, options, seconds_per_frame):
   _worker["decoder"] = BeamSearchDecoder(vocab, lm_path, options, seconds_per_frame=seconds_per_frame, workers=1)
 
 
-def _worker_decode(log_probs, n_best):
-  return _worker["decoder"].decode(log_probs, n_best)
+def _worker_decode(log_probs, n_best, options):
+  return _worker["decoder"].decode(log_probs, n_best, options)
 
 
 def _load_lm(lm_path: str):
-  """A kenlm.Model from an ARPA or KenLM binary file; LanguageModelError naming the file otherwise."""
+  """(kenlm.Model, its words or None) from an ARPA or KenLM binary file (a binary file does not list its words);
+  LanguageModelError naming the file otherwise."""
   if not storage.Path(lm_path).exists():
     raise LanguageModelError(f"{lm_path}: language model file not found; build one with experiments/build_lm.py "
                              "--text=<sentences.txt> --out=<lm.arpa>, or decode without --lm")
@@ -301,8 +318,29 @@ def _load_lm(lm_path: str):
     if os.path.getsize(local) == 0:
       raise LanguageModelError(f"{lm_path}: the language model file is empty; rebuild it with experiments/build_lm.py")
     try:
-      return kenlm.Model(local)
+      model = kenlm.Model(local)
     except (OSError, RuntimeError) as e:
       reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise LanguageModelError(f"{lm_path}: not a KenLM model (ARPA text or KenLM binary): {reason}; rebuild it "
                                "with experiments/build_lm.py") from e
+    return model, _arpa_words(local)
+
+
+def _arpa_words(local: str) -> list[str] | None:
+  """The words of an ARPA file's 1-gram section (without <s>, </s>, <unk>); None for a binary file."""
+  with open(local, "rb") as f:  # noqa: a local copy made by storage.local_file
+    if not f.read(64).lstrip().startswith(b"\\data\\"):
+      return None
+  words, inside = [], False
+  with open(local, encoding="utf-8") as f:  # noqa: a local copy made by storage.local_file
+    for line in f:
+      line = line.strip()
+      if line == "\\1-grams:":
+        inside = True
+      elif inside and line.startswith("\\"):
+        break
+      elif inside and line:
+        fields = line.split()
+        if len(fields) >= 2 and fields[1] not in ("<s>", "</s>", "<unk>"):
+          words.append(fields[1])
+  return words

@@ -10,6 +10,7 @@ from absl import logging
 
 from data_pipelines import pipeline, storage
 from data_pipelines.source_config import build_index
+from wav2vec_jax.inference import beam
 from wav2vec_jax.inference.evaluation import Evaluation, Evaluator
 from wav2vec_jax.inference.recognizer import checkpoint_folder, load_ctc_model
 from wav2vec_jax.training import inputs, partitioning
@@ -17,8 +18,9 @@ from wav2vec_jax.training import inputs, partitioning
 
 def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, tfds_name: str = "",
                         labels: str = "auto", vocab: str | None = None, batch_budget: int | None = None,
-                        normalize: bool | None = None) -> Evaluation:
-  """Greedy-decoded WER/CER of a CTC checkpoint.
+                        normalize: bool | None = None, lm: str | None = None,
+                        beam_options: beam.BeamOptions | None = None, grid=(), progress: bool = False) -> Evaluation:
+  """WER/CER of a CTC checkpoint, greedy or beam search (+ a KenLM n-gram).
 
   Args:
     checkpoint: a `save_pretrained` directory (e.g. a fine-tuning run's `<workdir>/best`), a training workdir, a
@@ -27,6 +29,12 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
     vocab: vocabulary file; default: `vocab.json` (or `dict.ltr.txt`) next to the checkpoint.
     batch_budget: samples per batch; default: the run's validation setting (`input.json` next to the checkpoint).
     normalize: per-utterance normalisation; default: the run's setting (else off).
+    lm: KenLM file (ARPA or binary) for beam search.
+    beam_options: beam search settings; None and no `lm` and no `grid`: greedy decoding.
+    grid: (lm_weight, word_score) pairs: the model runs once, each pair decodes its log-probs; the best WER's
+      evaluation is returned, with the whole table in `metrics["grid"]` and the pair in `metrics["lm_weight"]`,
+      `metrics["word_score"]`.
+    progress: a progress bar over batches.
   Returns:
     Evaluation: metrics {"wer", "cer", "loss_ctc", "utterances"} and one row per utterance.
   """
@@ -50,4 +58,25 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
   with partitioning.activate(mesh, rules):
     params = jax.device_put(jax.tree_util.tree_map(np.asarray, variables["params"]),
                             jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    return Evaluator(model, data, vocabulary, partitioning.host_to_global(mesh, rules))(params)
+    evaluator = Evaluator(model, data, vocabulary, partitioning.host_to_global(mesh, rules))
+    if not (lm or beam_options or grid):
+      return evaluator(params, progress=progress)
+    scored = evaluator.score(params, progress=progress)
+  options = beam_options or beam.BeamOptions()
+  decoder = beam.BeamSearchDecoder(vocabulary, lm, options)
+  try:
+    if not grid:
+      return scored.decode(decoder)
+    table = []
+    for lm_weight, word_score in grid:
+      result = scored.decode(decoder, dataclasses.replace(options, lm_weight=lm_weight, word_score=word_score))
+      table.append({"lm_weight": lm_weight, "word_score": word_score, "wer": result.metrics["wer"],
+                    "cer": result.metrics["cer"], "result": result})
+      logging.info("lm_weight %.3g word_score %.3g: WER %.4f CER %.4f", lm_weight, word_score,
+                   result.metrics["wer"], result.metrics["cer"])
+  finally:
+    decoder.close()
+  best = min(table, key=lambda r: (r["wer"], r["cer"]))
+  best["result"].metrics.update(lm_weight=best["lm_weight"], word_score=best["word_score"],
+                                grid=[{k: v for k, v in r.items() if k != "result"} for r in table])
+  return best["result"]

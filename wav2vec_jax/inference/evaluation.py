@@ -5,6 +5,7 @@ validation WER it was selected by."""
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines.vocab import Vocab
@@ -25,14 +26,46 @@ class Evaluation:
   rows: list[dict]
 
 
-def _eval_fn(model):
+def _eval_fn(model, with_log_probs: bool):
   def apply(params, batch):
     out = model.apply({"params": params}, batch["waveform"], batch["attention_mask"])
     _, per_sentence = losses.ctc_loss(out.logits, out.frame_mask, batch["labels"], batch["label_lengths"])
-    path, _ = decoding.greedy_path(out.logits, out.frame_mask)
-    return path, per_sentence
+    path, lengths = decoding.greedy_path(out.logits, out.frame_mask)
+    if not with_log_probs:
+      return path, per_sentence
+    return path, per_sentence, jax.nn.log_softmax(out.logits.astype(jnp.float32), axis=-1), lengths
 
   return apply
+
+
+@dataclasses.dataclass
+class Scored:
+  """The model's side of an evaluation, kept to decode it in several ways (e.g. a grid of LM weights).
+
+  Attributes:
+    ids, references: per utterance, in input order (references normalised).
+    log_probs: per utterance `[frames_i, vocab]` float32 log-probabilities of its real frames.
+    losses: per utterance CTC loss (nats per sentence).
+  """
+
+  ids: list[str]
+  references: list[str]
+  log_probs: list[np.ndarray]
+  losses: list[float]
+
+  def decode(self, decoder, options=None) -> Evaluation:
+    """WER/CER with `decoder` (a `beam.BeamSearchDecoder`, with `options` for this call) over the kept log-probs."""
+    hypotheses = [h[0].text if h else "" for h in decoder.decode_batch(self.log_probs, options=options)]
+    return _evaluation(self.ids, self.references, hypotheses, self.losses)
+
+
+def _evaluation(ids, references, hypotheses, losses_) -> Evaluation:
+  rows = [{"id": i, "reference": r, "hypothesis": h, "loss_ctc": l}
+          for i, r, h, l in zip(ids, references, hypotheses, losses_)]
+  rates = scoring.error_rates(references, hypotheses)
+  metrics = {"wer": rates["wer"], "cer": rates["cer"], "loss_ctc": float(np.mean(losses_)),
+             "utterances": float(len(rows))}
+  return Evaluation(metrics, rows)
 
 
 class Evaluator:
@@ -50,27 +83,45 @@ class Evaluator:
     """
     self.model, self.data, self.vocab, self.to_global = model, data, vocab, to_global
     self._start = data.get_state()
-    self._apply = jax.jit(_eval_fn(model))
+    self._apply = {keep: jax.jit(_eval_fn(model, keep)) for keep in (False, True)}
 
-  def __call__(self, params) -> Evaluation:
-    """Scores `params` (the model's params tree, sharded or not)."""
+  def _batches(self, params, with_log_probs: bool, progress: bool):
+    """Per utterance: (id, reference, greedy hypothesis, loss, `[frames, vocab]` log-probs or None)."""
     self.data.set_state(self._start)
     index = self.data.data.index
-    rows = []
-    for local in self.data:
+    batches = self.data
+    if progress:
+      import tqdm  # pylint: disable=g-import-not-at-top
+      batches = tqdm.tqdm(batches, desc="evaluating", unit="batch")
+    for local in batches:
       batch = self.to_global({k: local[k] for k in BATCH_KEYS})
-      path, per_sentence = self._apply(params, batch)
-      path, per_sentence, utterance = (_fetch(x) for x in (path, per_sentence, batch["utterance"]))
+      out = [_fetch(x) for x in self._apply[with_log_probs](params, batch)]
+      path, per_sentence, utterance = out[0], out[1], _fetch(batch["utterance"])
       for row, item in enumerate(utterance):
         if item < 0:  # an empty row filling the last batch
           continue
-        rows.append({"id": index.ids[item], "reference": scoring.normalize_text(index.transcripts[item]),
-                     "hypothesis": self.vocab.decode(decoding.collapse(path[row])),
-                     "loss_ctc": float(per_sentence[row])})
-    rates = scoring.error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
-    metrics = {"wer": rates["wer"], "cer": rates["cer"],
-               "loss_ctc": float(np.mean([r["loss_ctc"] for r in rows])), "utterances": float(len(rows))}
-    return Evaluation(metrics, rows)
+        log_probs = out[2][row, :out[3][row]] if with_log_probs else None
+        yield (index.ids[item], scoring.normalize_text(index.transcripts[item]),
+               self.vocab.decode(decoding.collapse(path[row])), float(per_sentence[row]), log_probs)
+
+  def __call__(self, params, decoder=None, *, progress: bool = False) -> Evaluation:
+    """Scores `params` (the model's params tree, sharded or not): greedy, or with `decoder` (a
+    `beam.BeamSearchDecoder`)."""
+    if decoder is not None:
+      return self.score(params, progress=progress).decode(decoder)
+    ids, refs, hyps, losses_, _ = self._columns(params, False, progress)
+    return _evaluation(ids, refs, hyps, losses_)
+
+  def score(self, params, *, progress: bool = False) -> Scored:
+    """One pass keeping every utterance's log-probs, to decode them with several decoders (`Scored.decode`)."""
+    ids, refs, _, losses_, log_probs = self._columns(params, True, progress)
+    return Scored(ids, refs, log_probs, losses_)
+
+  def _columns(self, params, with_log_probs, progress):
+    rows = list(self._batches(params, with_log_probs, progress))
+    if not rows:
+      raise ValueError("the evaluation data has no utterances: check the split and its source")
+    return [list(column) for column in zip(*rows)]
 
 
 def _fetch(x) -> np.ndarray:
