@@ -2,9 +2,11 @@
 
 Pure numpy functions, so each is testable eagerly; the pipeline runs them inside `tf.numpy_function` (the `tf_*`
 wrappers here show how and are what the tests use to run them inside tf.data). Every failure is an
-`AudioInputError` naming the file.
+`AudioInputError` naming the file. Paths may be local or `gs://` URLs (read through `storage`, never TensorFlow's
+GCS client).
 """
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -14,6 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from data_pipelines import storage
 from data_pipelines.errors import AudioInputError
 
 TARGET_SAMPLE_RATE = 16_000
@@ -48,23 +51,38 @@ def _name(source: Source, name: str | None) -> str:
   return "<in-memory audio>"
 
 
-def _open(source: Source):
-  return io.BytesIO(source) if isinstance(source, bytes) else source
+@contextlib.contextmanager
+def _opened(source: Source, name: str):
+  """What soundfile reads for `source`: a local path as is (libsndfile opens it itself), an object-store path as a
+  binary file object (seekable, so headers and windows fetch only what they need), bytes as a buffer.
 
-
-def _check_not_empty(source: Source, name: str) -> None:
+  Raises:
+    AudioInputError: "empty_file" for zero bytes; "unreadable" for an object that cannot be opened.
+  """
+  if isinstance(source, (str, os.PathLike)) and storage.is_remote(source):
+    try:
+      f = storage.Path(source).open("rb")
+    except Exception as e:  # FileNotFoundError, or the store's own errors once its client's retries are spent
+      raise AudioInputError("unreadable", name, f"cannot open the object ({type(e).__name__}: {e})") from e
+    with f:
+      if f.seek(0, io.SEEK_END) == 0:
+        raise AudioInputError("empty_file", name, "the file has zero bytes")
+      f.seek(0)
+      yield f
+    return
   empty = (isinstance(source, bytes) and not source) or (
       isinstance(source, (str, os.PathLike)) and os.path.isfile(source) and os.path.getsize(source) == 0
   )
   if empty:
     raise AudioInputError("empty_file", name, "the file has zero bytes")
+  yield io.BytesIO(source) if isinstance(source, bytes) else source
 
 
 def audio_info(source: Source, *, name: str | None = None) -> AudioInfo:
   """Reads the header of an audio file (FLAC, WAV, OGG, MP3, ...) without decoding it.
 
   Args:
-    source: a path, the file's bytes, or a binary file object.
+    source: a path (local or `gs://`), the file's bytes, or a binary file object.
     name: how errors name the source (defaults to the path).
 
   Returns:
@@ -74,11 +92,11 @@ def audio_info(source: Source, *, name: str | None = None) -> AudioInfo:
     AudioInputError: kind "empty_file" or "unreadable".
   """
   name = _name(source, name)
-  _check_not_empty(source, name)
-  try:
-    info = sf.info(_open(source))
-  except Exception as e:  # soundfile raises LibsndfileError, RuntimeError or TypeError depending on the problem
-    raise AudioInputError("unreadable", name, f"cannot read the audio header ({e})") from e
+  with _opened(source, name) as f:
+    try:
+      info = sf.info(f)
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError or TypeError depending on the problem
+      raise AudioInputError("unreadable", name, f"cannot read the audio header ({e})") from e
   return AudioInfo(frames=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels))
 
 
@@ -87,7 +105,7 @@ def read_audio(source: Source, *, name: str | None = None, start: int = 0,
   """Decodes an audio file, or the window `[start, start + frames)` of it (seeking, so the rest is not decoded).
 
   Args:
-    source: a path, the file's bytes, or a binary file object.
+    source: a path (local or `gs://`), the file's bytes, or a binary file object.
     name: how errors name the source (defaults to the path).
     start: first frame to read.
     frames: number of frames to read; -1 reads to the end.
@@ -99,21 +117,21 @@ def read_audio(source: Source, *, name: str | None = None, start: int = 0,
     AudioInputError: kind "empty_file", "unreadable" (no usable header) or "decode_error" (truncated/corrupt body).
   """
   name = _name(source, name)
-  _check_not_empty(source, name)
-  try:
-    f = sf.SoundFile(_open(source))
-  except Exception as e:
-    raise AudioInputError("unreadable", name, f"cannot read the audio header ({e})") from e
-  with f:
+  with _opened(source, name) as src:
     try:
-      if start:
-        f.seek(start)
-      audio = f.read(frames, dtype="float32", always_2d=True)
+      f = sf.SoundFile(src)
     except Exception as e:
-      raise AudioInputError("decode_error", name, f"decoding failed, file truncated or corrupt? ({e})") from e
-    if audio.shape[0] == 0 and f.frames > start:
-      raise AudioInputError("decode_error", name, f"header promises {f.frames} frames but none decoded")
-    return audio, int(f.samplerate)
+      raise AudioInputError("unreadable", name, f"cannot read the audio header ({e})") from e
+    with f:
+      try:
+        if start:
+          f.seek(start)
+        audio = f.read(frames, dtype="float32", always_2d=True)
+      except Exception as e:
+        raise AudioInputError("decode_error", name, f"decoding failed, file truncated or corrupt? ({e})") from e
+      if audio.shape[0] == 0 and f.frames > start:
+        raise AudioInputError("decode_error", name, f"header promises {f.frames} frames but none decoded")
+      return audio, int(f.samplerate)
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import threading
 from typing import Any, Iterator, Mapping
 
 import numpy as np
+from absl import logging
 
 from data_pipelines import audio as audio_lib
 from data_pipelines import batching, checks, sampling
@@ -29,6 +30,8 @@ from data_pipelines.input_config import InputConfig
 from data_pipelines.sources import AudioIndex
 from data_pipelines.vocab import Vocab
 
+# Name at most this many digitally silent rows in warnings; the counter carries the total.
+_MAX_SILENCE_WARNINGS = 20
 
 def _hide_gpus_from_tensorflow(tf) -> None:
   try:  # TF must not take accelerator memory that JAX needs
@@ -148,7 +151,9 @@ class InputIterator:
       self._batches, self._pending_error = None, None
 
   def counters(self) -> dict[str, int]:
-    """Counts so far: `index/*`, `skipped/<kind>`, `filtered/*`, `input/*`, `language/<name>/utterances`."""
+    """Counts so far: `index/*`, `skipped/<kind>`, `filtered/*`, `input/*`, `language/<name>/utterances`, and
+    `warned/digital_silence`: rows fed whose samples are all exactly 0 (an all-zero clip, a pre-training crop of
+    one's silent stretch, or with `normalize` a constant clip), each epoch; the first 20 are named in warnings."""
     return self._counters.as_dict()
 
   def _make_fingerprint(self) -> str:
@@ -194,6 +199,12 @@ class InputIterator:
     c.add("input/audio_samples", real)
     c.add("input/padded_samples", mask.size - real)
     c.add("skipped/decode_error", int(errors.sum()))
+    # Digital silence (peak exactly 0) is valid audio, so it is kept, but a corpus full of it is broken: count it.
+    for item in batch["utterance"][(batch["utterance"] >= 0) & ~batch["waveform"].any(axis=1)]:
+      c.add("warned/digital_silence")
+      if c.get("warned/digital_silence") <= _MAX_SILENCE_WARNINGS:
+        logging.warning("Digital silence (every sample exactly 0) fed to the model, kept: %s",
+                        self.data.index.name(int(item)))
     for lang, n in zip(*np.unique(language[language >= 0], return_counts=True)):
       c.add(f"language/{self.languages[lang]}/utterances", int(n))
 

@@ -1,7 +1,6 @@
 """The utterance index of a data config (`config.data` of a training config, or evaluate.py's flags)."""
 
-import os
-
+from data_pipelines import storage
 from data_pipelines.sources import AudioIndex
 
 
@@ -9,8 +8,9 @@ def build_index(data, split: str | None = None) -> AudioIndex:
   """The utterance index of `config.data` (generated corpus, LibriSpeech folder, fairseq manifest or TFDS).
 
   Args:
-    data: an object with attributes source ("corpus", "librispeech", "manifest", "tfds"), path, split, tfds_name
-      and optionally labels ("ltr", "wrd", "auto"), e.g. `config.data` of a training config.
+    data: an object with attributes source ("corpus", "librispeech", "manifest", "tfds"), path (local or `gs://`,
+      except for "tfds"), split, tfds_name and optionally labels ("ltr", "wrd", "auto"), e.g. `config.data` of a
+      training config.
     split: comma-separated splits instead of `data.split` (e.g. the eval split).
   """
   split = data.split if split is None else split
@@ -27,7 +27,7 @@ def build_index(data, split: str | None = None) -> AudioIndex:
   if data.source == "manifest":
     from data_pipelines.manifest import read_manifest  # pylint: disable=g-import-not-at-top
 
-    path = data.path if data.path.endswith(".tsv") or not splits else os.path.join(data.path, f"{splits[0]}.tsv")
+    path = data.path if data.path.endswith(".tsv") or not splits else storage.join(data.path, f"{splits[0]}.tsv")
     return read_manifest(path, labels=getattr(data, "labels", "auto") or None)
   if data.source == "tfds":
     from data_pipelines.tfds_source import tfds_index  # pylint: disable=g-import-not-at-top

@@ -9,7 +9,7 @@ import soundfile as sf
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipelines import checks, librispeech_builder, manifest, sources, synthetic, tfds_source
+from data_pipelines import checks, librispeech_builder, manifest, pipeline, sources, synthetic, tfds_source
 from data_pipelines.errors import AudioInputError, Counters
 from data_pipelines.vocab import Vocab
 
@@ -169,3 +169,24 @@ def test_checks_skip_and_count_or_raise(tmp_path):
     filtered = Counters()
     assert len(checks.check_index(index.select([5]), counters=filtered, **kwargs).index) == 0
     assert filtered.as_dict() == {name: 1, "index/utterances": 0}
+
+
+@pytest.mark.parametrize("mode", ["finetune", "pretrain"])
+def test_digital_silence_is_counted_and_named_not_skipped(tmp_path, caplog, mode):
+  written = synthetic.write_librispeech_folder(tmp_path, split="train", languages=("en",), speakers_per_language=1,
+                                               utterances_per_speaker=4, seconds=(0.5, 0.6))
+  silent = written[2]
+  sf.write(silent.path, np.zeros(silent.num_samples, np.float32), 16000)  # valid FLAC, peak exactly 0
+  index = sources.librispeech_folder(tmp_path, "train")
+  cfg = pipeline.InputConfig(mode=mode, batch_budget=20_000, num_buckets=1, min_sample_size=0, max_sample_size=12_000,
+                             shuffle=False, drop_remainder=False, num_epochs=1)
+  it = pipeline.make_iterator(index, cfg, vocab=Vocab.from_transcripts(u.text for u in written))
+  with caplog.at_level("WARNING"):
+    batches = list(it)
+  fed = {int(u): int(m.sum()) for b in batches for u, m in zip(b["utterance"], b["attention_mask"]) if u >= 0}
+  assert sorted(it.data.index.ids[u] for u in fed) == [u.id for u in written]  # every clip fed, the silent one too
+  crop = it.shapes[0][1]  # one bucket: pre-training crops every clip to its length
+  assert fed[it.data.index.ids.index(silent.id)] == (silent.num_samples if mode == "finetune" else crop)
+  assert it.counters()["warned/digital_silence"] == 1 and it.counters().get("skipped/decode_error", 0) == 0
+  named = [r.getMessage() for r in caplog.records if "Digital silence" in r.getMessage()]
+  assert len(named) == 1 and silent.path in named[0]
