@@ -1,7 +1,8 @@
-"""Two processes forming one JAX cluster (gloo over localhost, `experiments/pretrain.py`) are preempted and resume
-exactly: a SIGTERM to one process stops both at the same step with a checkpoint of it, a SIGKILL of both mid-run
-loses only the steps since the last checkpoint, and the relaunches log the same per-step losses, bit for bit, as an
-uninterrupted two-process run, ending with the same parameters."""
+"""Two processes forming one JAX cluster (gloo over localhost, `experiments/pretrain.py`) train like one process with
+two devices, and are preempted and resume exactly: a SIGTERM to one process stops both at the same step with a
+checkpoint of it, a SIGKILL of both mid-run loses only the steps since the last checkpoint, and the relaunches log the
+per-step losses of an uninterrupted single-process two-device run (to float rounding of the collectives: a resume
+that replayed other data or RNG streams, or restored other parameters, differs by far more)."""
 
 import re
 import signal
@@ -52,7 +53,7 @@ def _stopped_at(output: str) -> int | None:
 
 def test_preempted_two_process_run_resumes_exactly(tmp_path, cluster):
   reference = str(tmp_path / "reference")
-  _finish(cluster(reference))
+  e2e.finish(e2e.launch("pretrain.py", reference, *FLAGS, devices=2))
   expected = e2e.metrics(reference)
   assert [r["step"] for r in expected] == list(range(1, TOTAL + 1))
 
@@ -88,6 +89,7 @@ def test_preempted_two_process_run_resumes_exactly(tmp_path, cluster):
   got = e2e.metrics(workdir)
   assert [r["step"] for r in got] == list(range(1, TOTAL + 1))  # no step logged twice
   for key in COMPARED:  # every step: the same data, RNG streams, parameters and optimiser state
-    np.testing.assert_array_equal([r[key] for r in got], [r[key] for r in expected], err_msg=key)
+    np.testing.assert_allclose([r[key] for r in got], [r[key] for r in expected], rtol=1e-5, err_msg=key)
   assert e2e.checkpoint_steps(workdir)[-1] == TOTAL
-  jax.tree_util.tree_map(np.testing.assert_array_equal, e2e.params(workdir), e2e.params(reference))
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                         e2e.params(workdir), e2e.params(reference))
