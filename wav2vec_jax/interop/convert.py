@@ -7,7 +7,6 @@ keys and shapes against the model's own abstract parameters and names the offend
 """
 
 import json
-import os
 import re
 
 import flax.linen as nn
@@ -15,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import storage
 from wav2vec_jax.models.config import ModelConfig
 from wav2vec_jax.models.wav2vec2 import MODEL_CLASSES
 
@@ -245,13 +245,19 @@ def params_to_hf(params: dict, cfg: ModelConfig, architecture: str) -> dict[str,
 
 
 def export_hf(directory: str, params: dict, cfg: ModelConfig, architecture: str, extra_config: dict | None = None):
-  """Writes `config.json` and `model.safetensors` that `transformers.<architecture>.from_pretrained` loads."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  """Writes `config.json` and `model.safetensors` that `transformers.<architecture>.from_pretrained` loads.
 
-  os.makedirs(directory, exist_ok=True)
+  `directory` may be local or `gs://` (everything goes through `storage`).
+  """
+  from safetensors import numpy as safetensors_np  # pylint: disable=g-import-not-at-top
+
+  storage.Path(directory).mkdir(parents=True, exist_ok=True)
   state = params_to_hf(params, cfg, architecture)
   hf_config = cfg.to_hf_dict(architecture)
   hf_config.update(extra_config or {})
-  with open(os.path.join(directory, "config.json"), "w") as f:
-    json.dump(hf_config, f, indent=2, sort_keys=True)
-  save_file(state, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+  storage.write_text(storage.join(directory, "config.json"), json.dumps(hf_config, indent=2, sort_keys=True))
+  weights = storage.join(directory, "model.safetensors")
+  if storage.is_remote(weights):  # safetensors writes local files only: serialise in memory, one object write
+    storage.Path(weights).write_bytes(safetensors_np.save(state, metadata={"format": "pt"}))
+  else:
+    safetensors_np.save_file(state, weights, metadata={"format": "pt"})
