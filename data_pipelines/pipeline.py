@@ -33,6 +33,7 @@ from data_pipelines.vocab import Vocab
 # Name at most this many digitally silent rows in warnings; the counter carries the total.
 _MAX_SILENCE_WARNINGS = 20
 
+
 def _hide_gpus_from_tensorflow(tf) -> None:
   try:  # TF must not take accelerator memory that JAX needs
     tf.config.set_visible_devices([], "GPU")
