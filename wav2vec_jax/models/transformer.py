@@ -119,12 +119,15 @@ class SelfAttention(nn.Module):
 
     q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
     q = nn.with_logical_constraint(q, ("batch", "frames", "heads", "head_dim"))
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * head_dim**-0.5
+    # Heads before frames for the two batched matmuls: XLA:CPU runs the [batch, frames, heads, dim] einsums about
+    # 2x slower (0.113 s vs 0.057 s for BASE at 1,000 frames); elsewhere the transposes are layout changes.
+    q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) * head_dim**-0.5
     # A large finite negative keeps all-padding rows finite (uniform weights) instead of NaN.
     scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1)
     weights = nn.Dropout(cfg.attention_dropout)(weights, deterministic=self.deterministic)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(cfg.compute_dtype), v)
+    out = jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights.astype(cfg.compute_dtype), v), 1, 2)
     out_kernel = self.param("out_proj_kernel", layers.partitioned(init, ("heads", "head_dim", "embed")),
                             (heads, head_dim, cfg.hidden_size), cfg.weight_dtype)
     out_bias = self.param("out_proj_bias", layers.partitioned(nn.initializers.zeros, ("embed",)), (cfg.hidden_size,),

@@ -273,7 +273,8 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
           last = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
           last.update(_throughput(window, peak))
           last["compiles"] = float(len(compiled))
-          last.update({f"input/{k}": float(v) for k, v in data.counters().items() if k.startswith("skipped/")})
+          last.update({f"input/{k}": float(v) for k, v in data.counters().items()
+                       if k.startswith(("skipped/", "warned/"))})
           if (validator is not None and eval_every and step >= config.get("validate_after", 0)
               and (step % eval_every == 0 or step == config.total_steps)):
             last.update({f"val/{k}": v for k, v in validator(state.params).metrics.items()})
