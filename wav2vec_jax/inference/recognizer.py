@@ -155,7 +155,9 @@ class Recognizer:
       normalize: input normalisation; default: `input_normalization(checkpoint, model)`.
       **kwargs: Recognizer options (chunk_s, context_s, batch_size).
     """
-    model, variables, vocabulary = load_ctc_model(checkpoint, vocab)
+    # Forward only: the direct positional conv beats the FFT one that "auto" picks on CPU for training (2.32 vs
+    # 2.69 s per 20 s BASE window on 2 cores); on GPU/TPU "auto" is the direct conv anyway.
+    model, variables, vocabulary = load_ctc_model(checkpoint, vocab, pos_conv_impl="conv")
     if normalize is None:
       normalize = input_normalization(checkpoint, model)
     return cls(model, variables, vocabulary, normalize=normalize, **kwargs)
