@@ -92,12 +92,7 @@ def main(argv):
   del argv
   runtime.quiet_library_logs()
   runtime.hide_accelerators_from_tensorflow()
-  try:
-    run(flags.FLAGS)
-  except EXPECTED_ERRORS as e:
-    logging.debug("traceback", exc_info=True)
-    logging.error("stopped: %s: %s", type(e).__name__, e)
-    sys.exit(1)
+  runtime.stop_on(EXPECTED_ERRORS, run, flags.FLAGS)
 
 
 if __name__ == "__main__":

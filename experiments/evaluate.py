@@ -53,12 +53,7 @@ def main(argv):
   del argv
   runtime.quiet_library_logs()
   runtime.hide_accelerators_from_tensorflow()
-  try:
-    evaluate(flags.FLAGS)
-  except EXPECTED_ERRORS as e:  # the message names the file, the cause and the fix
-    logging.debug("traceback", exc_info=True)
-    logging.error("stopped: %s: %s", type(e).__name__, e)
-    sys.exit(1)
+  runtime.stop_on(EXPECTED_ERRORS, evaluate, flags.FLAGS)
 
 
 def evaluate(f):

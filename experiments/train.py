@@ -46,12 +46,8 @@ def main(argv):
   runtime.hide_accelerators_from_tensorflow()
   runtime.enable_compilation_cache(f.compilation_cache_dir)
   runtime.initialize(f.coordinator_address, f.num_processes, f.process_id, f.cpu_collectives)
-  try:
-    final = loop.train_and_evaluate(f.config, f.workdir)
-  except EXPECTED_ERRORS as e:  # the cause and the fix are in the message: no 250-line traceback after it
-    logging.debug("traceback", exc_info=True)
-    logging.error("stopped: %s: %s", type(e).__name__, e)
-    sys.exit(1)
+  # The cause and the fix are in the message: no 250-line traceback after it.
+  final = runtime.stop_on(EXPECTED_ERRORS, loop.train_and_evaluate, f.config, f.workdir)
   logging.info("final metrics: %s", final)
 
 

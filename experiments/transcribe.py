@@ -57,12 +57,7 @@ def make_decoder(f, vocab, seconds_per_frame):
 def main(argv):
   del argv
   runtime.quiet_library_logs()
-  try:
-    transcribe(flags.FLAGS)
-  except EXPECTED_ERRORS as e:
-    logging.debug("traceback", exc_info=True)
-    logging.error("stopped: %s: %s", type(e).__name__, e)
-    sys.exit(1)
+  runtime.stop_on(EXPECTED_ERRORS, transcribe, flags.FLAGS)
 
 
 def transcribe(f):

@@ -1,7 +1,9 @@
-"""Process-level set-up shared by the entry points: multi-host initialisation and TensorFlow's device view."""
+"""Process-level set-up shared by the entry points: multi-host initialisation, TensorFlow's device view, and how an
+entry point stops on bad input."""
 
 import logging as py_logging
 import os
+import sys
 
 import jax
 from absl import logging
@@ -63,3 +65,15 @@ class _DropLibraryInfo(py_logging.Filter):
 def quiet_library_logs() -> None:
   """Installs the filter on absl's handler (call once in an entry point)."""
   py_logging.getLogger("absl").addFilter(_DropLibraryInfo())
+
+
+def stop_on(errors: tuple[type[BaseException], ...], fn, *args):
+  """Runs `fn(*args)`; an error of the `errors` kinds (whose message names the file or field, the cause and the fix)
+  ends the process with that one line, `stopped: <Error>: <message>`, and exit status 1 instead of a traceback (the
+  traceback is logged at debug level)."""
+  try:
+    return fn(*args)
+  except errors as e:
+    logging.debug("traceback", exc_info=True)
+    logging.error("stopped: %s: %s", type(e).__name__, e)
+    sys.exit(1)
