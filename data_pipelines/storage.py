@@ -67,3 +67,19 @@ def local_file(path):
     yield local
   finally:
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def read_range(path, start: int, length: int) -> bytes:
+  """Bytes [start, start + length) of a file: one ranged read (a single ranged GET for `gs://` objects)."""
+  if not is_remote(path):
+    with open(os.fspath(path), "rb") as f:  # noqa: the local branch of the abstraction
+      f.seek(start)
+      return f.read(length)
+  import fsspec  # pylint: disable=g-import-not-at-top
+  fs, inner = fsspec.core.url_to_fs(os.fspath(path))
+  return fs.cat_file(inner, start=start, end=start + length)
+
+
+def size(path) -> int:
+  """A file's size in bytes."""
+  return Path(path).stat().length

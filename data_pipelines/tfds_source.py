@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from data_pipelines import audio as audio_lib
+from data_pipelines import storage
 from data_pipelines.errors import AudioInputError
 from data_pipelines.sources import DEFAULT_LANGUAGE, AudioIndex
 
@@ -25,28 +26,33 @@ _ID_KEYS = ("id", "path", "file_name")
 _KNOWN_RATES = {"common_voice": 48_000}
 
 
-def tfrecord_offsets(path: str) -> np.ndarray:
-  """Byte offsets of every record of an uncompressed TFRecord file. Returns `[num_records]` int64."""
-  offsets, pos, size = [], 0, os.path.getsize(path)
-  with open(path, "rb") as f:
+def tfrecord_offsets(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """Byte offsets and data lengths of every record of an uncompressed TFRecord file (local or `gs://`).
+
+  Reads only the 12-byte record headers. Returns (`[num_records]` int64 offsets, `[num_records]` int64 lengths).
+  """
+  offsets, lengths, pos, size = [], [], 0, storage.size(path)
+  with storage.Path(path).open("rb") as f:
     while pos < size:
       header = f.read(12)
       if len(header) < 12:
         raise ValueError(f"{path}: truncated TFRecord header at byte {pos}")
       (length,) = struct.unpack("<Q", header[:8])
       offsets.append(pos)
+      lengths.append(length)
       pos += 12 + length + 4
       f.seek(pos)
-  return np.asarray(offsets, np.int64)
+  return np.asarray(offsets, np.int64), np.asarray(lengths, np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
 class TfrecordRecords:
-  """Random access to the serialized records of TFRecord files."""
+  """Random access to the serialized records of TFRecord files (local or `gs://`: one ranged read per record)."""
 
   files: tuple[str, ...]
   file_of: np.ndarray  # [N] int64 file index of each record
   offsets: np.ndarray  # [N] int64 byte offset of each record in its file
+  lengths: np.ndarray  # [N] int64 length of each record's data
 
   @classmethod
   def from_files(cls, files: Sequence[str], ranges: Sequence[tuple[int, int]] | None = None) -> "TfrecordRecords":
@@ -58,18 +64,17 @@ class TfrecordRecords:
     """
     per_file = [tfrecord_offsets(f) for f in files]
     if ranges is not None:
-      per_file = [o[skip:skip + take] for o, (skip, take) in zip(per_file, ranges)]
-    file_of = np.concatenate([np.full(len(o), k, np.int64) for k, o in enumerate(per_file)] + [np.zeros(0, np.int64)])
-    return cls(tuple(files), file_of, np.concatenate(per_file + [np.zeros(0, np.int64)]))
+      per_file = [(o[skip:skip + take], n[skip:skip + take]) for (o, n), (skip, take) in zip(per_file, ranges)]
+    empty = [np.zeros(0, np.int64)]
+    file_of = np.concatenate([np.full(len(o), k, np.int64) for k, (o, _) in enumerate(per_file)] + empty)
+    return cls(tuple(files), file_of, np.concatenate([o for o, _ in per_file] + empty),
+               np.concatenate([n for _, n in per_file] + empty))
 
   def __len__(self) -> int:
     return len(self.offsets)
 
   def __getitem__(self, i: int) -> bytes:
-    with open(self.files[self.file_of[i]], "rb") as f:
-      f.seek(int(self.offsets[i]))
-      (length,) = struct.unpack("<Q", f.read(12)[:8])
-      return f.read(length)
+    return storage.read_range(self.files[self.file_of[i]], int(self.offsets[i]) + 12, int(self.lengths[i]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,17 +178,14 @@ def tfds_index(
     records = TfrecordRecords.from_files([os.fspath(f.filename) for f in shards], [(f.skip, f.take) for f in shards])
     serialized = True
   reader = TfdsReader(records, features, audio_key, int(rate), label, serialized)
-  cache = os.path.join(cache_dir, label.replace("/", "_").replace(":", "_") + ".json") if cache_dir else None
-  if cache and os.path.exists(cache):
-    with open(cache, encoding="utf-8") as f:
-      meta = json.load(f)
+  cache = storage.Path(cache_dir) / (label.replace("/", "_").replace(":", "_") + ".json") if cache_dir else None
+  if cache is not None and cache.exists():
+    meta = json.loads(cache.read_text())
   else:
     meta = _scan(reader, len(records), text_key, language, num_threads)
-    if cache:
-      os.makedirs(cache_dir, exist_ok=True)
-      with open(cache + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(meta, f)
-      os.replace(cache + ".tmp", cache)
+    if cache is not None:
+      cache.parent.mkdir(parents=True, exist_ok=True)
+      storage.write_text(cache, json.dumps(meta))
   errors = {i: AudioInputError(*e) for i, e in meta["errors"]}
   return AudioIndex(ids=tuple(meta["ids"]), frames=np.asarray(meta["frames"], np.int64),
                     sample_rates=np.asarray(meta["rates"], np.int64), channels=np.asarray(meta["channels"], np.int64),

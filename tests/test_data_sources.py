@@ -123,6 +123,8 @@ def test_tfrecord_offsets(tmp_path):
       w.write(rec)
   records = tfds_source.TfrecordRecords.from_files([path])
   assert [records[i] for i in range(len(records))] == [b"a", b"bcd", b""]
+  offsets, lengths = tfds_source.tfrecord_offsets(path)
+  assert offsets.tolist() == [0, 17, 36] and lengths.tolist() == [1, 3, 0]  # 12-byte header + data + 4-byte crc
 
 
 @pytest.mark.slow

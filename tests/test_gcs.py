@@ -15,7 +15,7 @@ import pytest
 import e2e  # tests/e2e.py
 import gcs_emulator  # tests/gcs_emulator.py
 import wav2vec_jax
-from data_pipelines import manifest, sources, storage, synthetic
+from data_pipelines import manifest, sources, storage, synthetic, tfds_source
 from experiments.configs import finetune
 from wav2vec_jax.interop.convert import export_hf
 from wav2vec_jax.models import Wav2Vec2ForCTC, get_variant
@@ -145,3 +145,23 @@ def test_export_hf_to_gs_loads_back_the_same_parameters(bucket, tmp_path):
   loaded_model, variables = wav2vec_jax.load_pretrained(f"{bucket}/export")
   assert type(loaded_model).__name__ == "Wav2Vec2ForCTC" and loaded_model.config == model.config
   jax.tree_util.tree_map(np.testing.assert_array_equal, variables["params"], params)
+
+
+def test_a_tfds_dataset_on_gs_reads_like_the_local_copy(bucket, tmp_path):
+  from test_data_sources import TinyVoice  # pylint: disable=g-import-not-at-top  # tfrecord shards, as TFDS writes
+  local = str(tmp_path / "tfds")
+  TinyVoice(data_dir=local).download_and_prepare()
+  remote = f"{bucket}/tfds"
+  _upload(local, remote)
+  kw = dict(split="train", sample_rate=8000)
+  want = tfds_source.tfds_index("tiny_voice", data_dir=local, **kw)
+  ours = tfds_source.tfds_index("tiny_voice", data_dir=remote, cache_dir=f"{bucket}/tfds_cache", **kw)
+  assert isinstance(ours.reader.records, tfds_source.TfrecordRecords)
+  assert all(f.startswith(f"{remote}/") for f in ours.reader.records.files)  # read from the bucket, not a copy
+  assert len(ours) == 5 and ours.ids == want.ids and ours.transcripts == want.transcripts
+  np.testing.assert_array_equal(ours.frames, want.frames)
+  for i in range(len(ours)):
+    np.testing.assert_array_equal(ours.reader.read(i)[0], want.reader.read(i)[0])
+  assert storage.Path(f"{bucket}/tfds_cache").exists()  # the lengths cache went to the bucket
+  cached = tfds_source.tfds_index("tiny_voice", data_dir=remote, cache_dir=f"{bucket}/tfds_cache", **kw)
+  assert cached.ids == want.ids and cached.transcripts == want.transcripts
