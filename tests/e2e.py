@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 
+import conftest  # tests/conftest.py
 import jax
 import numpy as np
 
@@ -17,14 +18,24 @@ import wav2vec_jax
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def launch(script: str, workdir: str, *flags, devices: int = 1, extra_env=None) -> subprocess.Popen:
+def xla_flags(devices: int = 1, optimize: bool = False) -> str:
+  """XLA_FLAGS for a launched process: `devices` CPU devices; unoptimised code (fast compiles, conftest.py) unless
+  `optimize`."""
+  return f"--xla_force_host_platform_device_count={devices}" + ("" if optimize else f" {conftest.FAST_COMPILE}")
+
+
+def launch(script: str, workdir: str, *flags, devices: int = 1, optimize: bool = False, plots: bool = False,
+           extra_env=None) -> subprocess.Popen:
   """Starts `experiments/<script>` with `--workdir` and flags; stdout and stderr go to a file (`output(proc)`), so
-  a chatty run never blocks on a full pipe while the test waits for it."""
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  a chatty run never blocks on a full pipe while the test waits for it. `optimize`: fully optimised XLA code, for
+  launches that train long enough for run time to outweigh compile time. `plots`: draw `curves.png` (off by
+  default: matplotlib costs ~1-2 s a run)."""
+  env = dict(os.environ, XLA_FLAGS=xla_flags(devices, optimize), JAX_PLATFORMS="cpu")
   env.update(extra_env or {})
   log = tempfile.NamedTemporaryFile("w+", prefix="wav2vec_jax_e2e_", suffix=".log", delete=False)
   proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", script), f"--workdir={workdir}",
-                           *flags], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+                           *([] if plots else ["--config.plots=false"]), *flags],
+                          cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
   proc.log_path = log.name
   log.close()
   return proc

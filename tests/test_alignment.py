@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import e2e  # tests/e2e.py
 import flax.linen as nn
 import jax
 import numpy as np
@@ -329,7 +330,7 @@ def _checkpoint(tmp_path_factory):
 def _align_cli(*args):
   return subprocess.run([sys.executable, os.path.join(REPO, "experiments", "align.py"), *args], cwd=REPO,
                         capture_output=True, text=True, check=False, timeout=600,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""))
+                        env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=e2e.xla_flags()))
 
 
 @pytest.mark.slow

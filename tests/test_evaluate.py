@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import e2e  # tests/e2e.py
 import pytest
 
 from data_pipelines import synthetic
@@ -40,6 +41,8 @@ def test_evaluating_the_best_checkpoint_reproduces_its_validation_exactly(run):
     best = json.load(f)
   result = evaluate_checkpoint(os.path.join(workdir, "best"), "librispeech", data, "dev")
   assert result.metrics["utterances"] == best["val/utterances"] == 12
+  with open(os.path.join(workdir, "curves.png"), "rb") as f:  # the loop drew the run's curves (config.plots)
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert result.metrics["wer"] == best["val/wer"] and result.metrics["cer"] == best["val/cer"]
   assert abs(result.metrics["loss_ctc"] - best["val/loss_ctc"]) < 1e-4 * best["val/loss_ctc"]
   ids = [r["id"] for r in result.rows]
@@ -51,7 +54,7 @@ def test_the_entry_point_writes_hypotheses_and_a_summary(run, tmp_path):
   out = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "evaluate.py"),
                         f"--checkpoint={os.path.join(workdir, 'best')}", "--source=librispeech", f"--path={data}",
                         "--split=dev", f"--output_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True,
-                       check=False, env=dict(os.environ, XLA_FLAGS=""))
+                       check=False, env=dict(os.environ, XLA_FLAGS=e2e.xla_flags()))
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
   rows = [json.loads(line) for line in (tmp_path / "hypotheses.jsonl").read_text().splitlines()]
@@ -80,7 +83,7 @@ def test_fine_tuning_reads_fairseq_manifests_through_the_loop(run, tmp_path):
   c.data.labels, c.data.vocab = "ltr", os.path.join(manifests, "dict.ltr.txt")
   c.data.input.batch_budget, c.data.input.num_buckets = 200_000, 1
   c.total_steps, c.eval_every, c.log_every, c.freeze_finetune_updates = 2, 2, 1, 0
-  c.measure_peak_flops, c.async_checkpoints = False, False
+  c.measure_peak_flops, c.async_checkpoints, c.plots = False, False, False
   workdir = str(tmp_path / "run")
   last = loop.train_and_evaluate(c, workdir)
   assert last["val/utterances"] == 12 and last["num_sentences"] == 8

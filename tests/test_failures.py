@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import e2e  # tests/e2e.py
 import pytest
 
 import wav2vec_jax
@@ -30,7 +31,7 @@ def _config(folder, **fields):
   c.data.source, c.data.path = "librispeech", folder
   c.data.input.batch_budget, c.data.input.max_sample_size = 32_000, 16_000
   c.data.input.min_sample_size, c.data.input.num_buckets = 16_000, 1
-  c.measure_peak_flops, c.async_checkpoints = False, False
+  c.measure_peak_flops, c.async_checkpoints, c.plots = False, False, False
   c.total_steps, c.checkpoint_every, c.log_every = 4, 2, 1
   for key, value in fields.items():
     target = c
@@ -159,7 +160,7 @@ def test_the_entry_point_ends_with_the_cause_and_the_fix_not_a_traceback(folder,
   launched = subprocess.run(
       [sys.executable, os.path.join(REPO, "experiments", "pretrain.py"), f"--workdir={workdir}",
        "--config.data.source=librispeech", f"--config.data.path={folder}", "--config.model.hidden_size=48"],
-      cwd=REPO, capture_output=True, text=True, check=False, env=dict(os.environ, XLA_FLAGS=""))
+      cwd=REPO, capture_output=True, text=True, check=False, env=dict(os.environ, XLA_FLAGS=e2e.xla_flags()))
   assert launched.returncode == 1
   tail = (launched.stdout + launched.stderr).strip().splitlines()[-3:]
   assert "Traceback" not in "\n".join(tail), tail

@@ -67,7 +67,7 @@ def _config(data_path, init_from: str = "", vocab: str = "", on_error: str = "sk
   c.total_steps = 3
   c.freeze_finetune_updates = 3  # only the head trains: the trunk ends as it was imported
   c.log_every = 1
-  c.measure_peak_flops = False
+  c.measure_peak_flops, c.plots = False, False
   c.async_checkpoints = False
   return c
 

@@ -33,7 +33,7 @@ def test_tiny_pretraining_learns_then_finetuning_from_it_learns(tmp_path):
   workdir = str(tmp_path / "run")
   # The tiny recipe (1500 steps, ~3 min on 2 cores) sits at chance for 400-700 updates, then learns.
   e2e.finish(e2e.launch("pretrain.py", workdir, "--config.measure_peak_flops=false",
-                        "--config.fault_injection.nan_steps=(3,)"))
+                        "--config.fault_injection.nan_steps=(3,)", optimize=True))
   rows = e2e.metrics(workdir)
   chance = losses.chance_level_bits(10)
   first, tail = rows[0], rows[-2:]
@@ -49,7 +49,7 @@ def test_tiny_pretraining_learns_then_finetuning_from_it_learns(tmp_path):
   # Fine-tune the pre-trained model with CTC (the tiny recipe) and validate greedy CER/WER on the dev split.
   tuned = str(tmp_path / "finetune")
   e2e.finish(e2e.launch("finetune.py", tuned, f"--config.init_from={workdir}", "--config.measure_peak_flops=false",
-                        "--config.total_steps=1000"))
+                        "--config.total_steps=1000", optimize=True))
   evals = [r for r in e2e.metrics(tuned) if "val/cer" in r]
   assert evals[0]["step"] == 250 and evals[-1]["step"] == 1000
   assert evals[-1]["val/cer"] < CER_BOUND, evals  # an untrained model (all blanks) scores 1.0

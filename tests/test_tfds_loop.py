@@ -44,7 +44,7 @@ def _finetune(source: str, path: str, workdir: str, vocab: str, **fields) -> tup
   c.data.input.batch_budget, c.data.input.num_buckets = 200_000, 1  # 8 rows: one per fake device
   c.data.input.normalize = False  # as the BASE recipes: the audio's scale reaches the model
   c.total_steps, c.eval_every, c.log_every, c.freeze_finetune_updates = 3, 3, 1, 0
-  c.measure_peak_flops, c.async_checkpoints, c.tensorboard = False, False, False
+  c.measure_peak_flops, c.async_checkpoints, c.tensorboard, c.plots = False, False, False, False
   last = loop.train_and_evaluate(c, workdir)
   return e2e.metrics(workdir), last
 

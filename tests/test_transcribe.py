@@ -1,5 +1,6 @@
 """Transcription: an imported transformers CTC model transcribes through `experiments/transcribe.py` exactly as
-transformers' pipeline does; windowed long-audio inference is stitched frame-exactly; output formats parse; bad input
+transformers' pipeline does, and a model of ours exported with `experiments/export_hf.py` transcribes in
+transformers exactly as here; windowed long-audio inference is stitched frame-exactly; output formats parse; bad input
 stops with one line naming the file and the cause."""
 
 import json
@@ -7,16 +8,18 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 import soundfile as sf
 
 import hf_reference  # tests/hf_reference.py
+import wav2vec_jax
 from data_pipelines import storage
 from data_pipelines.vocab import Vocab
 from wav2vec_jax.inference import decoding, recognizer, transcript_formats
-from wav2vec_jax.models.config import ModelConfig
+from wav2vec_jax.models.config import ModelConfig, get_variant
 from wav2vec_jax.models.wav2vec2 import Wav2Vec2ForCTC
 
 transformers = hf_reference.transformers
@@ -164,3 +167,29 @@ def test_bad_input_stops_with_the_file_and_the_cause(hf_ctc, tmp_path):
         args, result.stderr[-2000:])
   result = _transcribe(f"--checkpoint={bare}", f"--audio={files[0]}")
   assert result.returncode == 1 and "has no CTC head" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_exported_model_transcribes_in_transformers_as_it_does_here(hf_ctc, tmp_path):
+  _, files = hf_ctc  # the fixture's audio
+  model = Wav2Vec2ForCTC(get_variant("tiny", vocab_size=len(LETTERS)))  # group norm: no attention mask in HF
+  params = jax.tree_util.tree_map(np.asarray, nn.unbox(model.init(jax.random.PRNGKey(5), np.zeros((1, 16000))))["params"])
+  params["lm_head"]["bias"] = params["lm_head"]["bias"].copy()
+  params["lm_head"]["bias"][1:3] = -100.0  # no <s> / </s>, as a trained model (the pipeline would print them)
+  params["lm_head"]["bias"][LETTERS.index("|")] += 0.3
+  ours = str(tmp_path / "best")  # laid out as a fine-tuning run's best checkpoint
+  wav2vec_jax.save_pretrained(ours, model, {"params": params})
+  Vocab(tuple(LETTERS)).save_hf(os.path.join(ours, "vocab.json"))
+  storage.write_text(os.path.join(ours, "input.json"), json.dumps({"normalize": True}))
+  out = str(tmp_path / "hf")
+  done = subprocess.run([sys.executable, os.path.join(REPO, "experiments", "export_hf.py"), f"--checkpoint={ours}",
+                         f"--out={out}"], capture_output=True, text=True, check=False, timeout=600,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert done.returncode == 0, done.stderr[-3000:]
+  processor = transformers.Wav2Vec2Processor.from_pretrained(out)
+  assert processor.feature_extractor.do_normalize and not processor.feature_extractor.return_attention_mask
+  assert processor.tokenizer.convert_ids_to_tokens(list(range(len(LETTERS)))) == LETTERS
+  asr = transformers.pipeline("automatic-speech-recognition", model=out, device="cpu")
+  expected = [asr({"raw": sf.read(path, dtype="float32")[0], "sampling_rate": 16000})["text"] for path in files]
+  here = recognizer.Recognizer.from_pretrained(ours)
+  assert [here.transcribe_file(path).text for path in files] == [" ".join(t.split()) for t in expected]
+  assert sum(len(t.split()) for t in expected) >= 3, expected  # words, not only blanks

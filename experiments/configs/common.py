@@ -49,6 +49,7 @@ def base_config(task: str, variant: str) -> ml_collections.ConfigDict:
   c.checkpoint_every = 5_000
   c.keep_checkpoints = 3
   c.async_checkpoints = True
+  c.plots = True  # <workdir>/curves.png (matplotlib), redrawn at every validation, at the end and every 5 min
   c.tensorboard = True  # TensorBoard event files beside metrics.jsonl (TF writes gs:// itself)
   c.measure_peak_flops = True  # time a matmul at start-up so MFU is reported against this machine's peak
   c.warn_at_chance_after = 5_000  # pre-training: steps before a loss at chance is "stuck"

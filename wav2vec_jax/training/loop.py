@@ -28,6 +28,7 @@ from wav2vec_jax.training import workdir_lock
 
 TASKS = ("pretrain", "ctc")
 BEST_DIR = "best"  # the checkpoint with the lowest validation WER: load_pretrained(f"{workdir}/best")
+PLOT_EVERY_S = 300.0  # plots are redrawn at every validation, at the end, and at most this often between
 
 
 class BadStepsError(RuntimeError):
@@ -234,6 +235,7 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
   termination = checkpointing.TerminationFlag().install()
   step = int(state.step)
   last, pending = {}, None
+  plot, validated, plotted = config.get("plots", True), False, time.monotonic()
   eval_every = config.get("eval_every", 0)
   try:
     with partitioning.activate(mesh, rules):
@@ -283,8 +285,14 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
               _save_best(workdir, task.model, state.params, vocab, eval_data, step,
                          {k: v for k, v in last.items() if k.startswith("val/")})
             last["val/best_wer"] = best_wer
-            window["start"] = time.perf_counter()  # validation time is not training throughput
+            validated = True
           writer.write(step, last)
+          if plot and (validated or time.monotonic() - plotted > PLOT_EVERY_S):
+            writer.plot()
+            plotted = time.monotonic()
+          if validated:
+            window["start"] = time.perf_counter()  # validation and plotting time are not training throughput
+            validated = False
           for warning in task.health_warnings(last, step):
             logging.warning("step %d: %s", step, warning)
         if checkpointer.save(step, state, data.get_state()):
@@ -302,6 +310,8 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
           checkpointer.save(step, state, data.get_state(), force=True)
   finally:
     termination.uninstall()
+    if plot:
+      writer.plot()
     writer.close()
   logging.info("done at step %d: %s", step, {k: last[k] for k in sorted(last) if k.startswith(("loss", "val"))})
   return last

@@ -133,6 +133,19 @@ class MetricWriter:
     parts += [fmt.format(scalars[key]) for key, fmt in _PROGRESS if key in scalars]
     return " | ".join(parts)
 
+  def plot(self) -> str | None:
+    """Redraws `<workdir>/curves.png` from every row written so far (process 0; others return None). A plotting
+    failure is logged, never raised: plots must not stop a run."""
+    if not self.active:
+      return None
+    self.flush()
+    try:
+      from wav2vec_jax.training import plots  # pylint: disable=g-import-not-at-top  # matplotlib only when plotting
+      return plots.plot_workdir(self.workdir)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("could not write the plots of %s: %s", self.workdir, e)
+      return None
+
   def flush(self) -> None:
     if self._jsonl is not None:
       self._jsonl.flush()
