@@ -21,13 +21,16 @@ INSTALL_REQUIRES = [
     "faker",
     "soxr",
     "tensorboard",
+    "matplotlib",  # training curves (curves.png, experiments/plot.py) and alignment plots
     "etils[epath]",  # the one path abstraction (data_pipelines/storage.py); gs:// through gcsfs
     "gcsfs",
 ]
 
 EXTRAS = {
     # The reference implementation for parity tests. torch is pinned so pip takes the CPU wheel on disk.
-    "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "gcp-storage-emulator"],
+    # nbclient + ipykernel execute the quickstart notebook.
+    "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "gcp-storage-emulator", "nbclient",
+             "nbformat", "ipykernel"],
 }
 
 setuptools.setup(

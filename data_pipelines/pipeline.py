@@ -151,6 +151,13 @@ class InputIterator:
       self._counters = Counters(state.get("counters", {}))
       self._batches, self._pending_error = None, None
 
+  def close(self) -> None:
+    """Releases the tf.data iterator now (its position is kept: the next batch restarts from it). Call when done:
+    an iterator left to interpreter shutdown is finalised after Python is gone, and TensorFlow prints "Error
+    occurred when finalizing GeneratorDataset iterator" on a clean exit."""
+    with self._lock:
+      self._batches = None
+
   def counters(self) -> dict[str, int]:
     """Counts so far: `index/*`, `skipped/<kind>`, `filtered/*`, `input/*`, `language/<name>/utterances`, and
     `warned/digital_silence`: rows fed whose samples are all exactly 0 (an all-zero clip, a pre-training crop of

@@ -11,6 +11,7 @@ Exit status 1 when they do not (or a relaunch fails).
 import os
 import queue
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -63,7 +64,7 @@ def _interrupt(workdir, rng) -> str:
       continue
     if "resumed from step" in line:
       resumed = line.rsplit(" ", 1)[-1].strip()
-    if "] step " in line and "/" in line:
+    if re.match(r"I \S+ step \d+/", line):
       started += 1
     due = ("saving step" in line) if mode.endswith("mid-save") else started >= steps_to_wait
     if due:

@@ -1,8 +1,7 @@
 r"""The whole path on this machine: raw audio to text. The README's main job.
 
-  python experiments/demo.py                          # workdir /tmp/wav2vec_jax, the `small` recipes
-  python experiments/demo.py --workdir=/tmp/w2v --pretrain_config=experiments/configs/pretrain.py:tiny \
-      --finetune_config=experiments/configs/finetune.py:tiny
+  python experiments/demo.py                          # workdir /tmp/wav2vec_jax, the `tiny` recipes
+  python experiments/demo.py --workdir=/tmp/w2v --finetune_config.total_steps=3000   # any config field
 
 Stages, each resumed or skipped when run again (the training stages resume from their latest checkpoint):
   1. corpus     the embedded multilingual corpus, generated on first use (cached)
@@ -31,9 +30,9 @@ sys.path.insert(0, REPO)  # run from a checkout
 from wav2vec_jax.training import runtime  # noqa: E402  pylint: disable=g-import-not-at-top
 
 _CONFIGS = os.path.join(REPO, "experiments", "configs")
-config_flags.DEFINE_config_file("pretrain_config", os.path.join(_CONFIGS, "pretrain.py:small"),
+config_flags.DEFINE_config_file("pretrain_config", os.path.join(_CONFIGS, "pretrain.py:tiny"),
                                 "Pre-training config (file:variant).", lock_config=True)
-config_flags.DEFINE_config_file("finetune_config", os.path.join(_CONFIGS, "finetune.py:small"),
+config_flags.DEFINE_config_file("finetune_config", os.path.join(_CONFIGS, "finetune.py:tiny"),
                                 "Fine-tuning config (file:variant); init_from is set to the pre-training run.",
                                 lock_config=False)
 flags.DEFINE_string("workdir", "/tmp/wav2vec_jax", "Where every stage writes (local or gs://).")
@@ -82,45 +81,21 @@ def _pick_test_file(corpus_dir: str) -> tuple[str, str, str]:
   return index.reader.name(i), index.ids[i], index.transcripts[i]
 
 
-def _plot_alignment(waveform, result, out_path: str, title: str) -> None:
-  """The waveform with each aligned word's span shaded and labelled."""
-  import io  # pylint: disable=g-import-not-at-top
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from data_pipelines import storage  # pylint: disable=g-import-not-at-top
-
-  t = np.arange(len(waveform)) / 16_000
-  fig, ax = plt.subplots(figsize=(12, 3), dpi=90)
-  ax.plot(t, waveform, linewidth=0.4, color="0.3")
-  peak = float(np.abs(waveform).max() or 1.0)
-  for k, word in enumerate(result.words):
-    ax.axvspan(word.start, word.end, color="C0" if k % 2 == 0 else "C1", alpha=0.2)
-    ax.text((word.start + word.end) / 2, peak * (0.85 if k % 2 == 0 else 0.65), word.label, ha="center",
-            fontsize=7)
-  ax.set_xlabel("seconds")
-  ax.set_yticks([])
-  ax.set_title(title, fontsize=9)
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png")
-  plt.close(fig)
-  storage.Path(out_path).write_bytes(buffer.getvalue())
-
-
 def run(f) -> dict:
   """Runs the six stages; returns the final report (also written to `<workdir>/demo.json`)."""
   from data_pipelines import corpus, ngram, storage  # pylint: disable=g-import-not-at-top
   from data_pipelines import audio  # pylint: disable=g-import-not-at-top
   from wav2vec_jax.inference import alignment, alignment_formats, beam  # pylint: disable=g-import-not-at-top
+  from wav2vec_jax.inference.alignment_plot import plot_alignment  # pylint: disable=g-import-not-at-top
   from wav2vec_jax.inference.recognizer import Recognizer  # pylint: disable=g-import-not-at-top
   from wav2vec_jax.training import loop  # pylint: disable=g-import-not-at-top
 
   start = time.perf_counter()
   workdir = storage.absolute(f.workdir)
   pre_dir, ft_dir = storage.join(workdir, "pretrain"), storage.join(workdir, "finetune")
-  best = storage.join(ft_dir, loop.BEST_DIR)
+  # The model at the end of fine-tuning (its latest checkpoint): on a model this small WER stays near 1.0, so the
+  # best-by-WER checkpoint (<workdir>/finetune/best) says little.
+  final = ft_dir
   times = {}
 
   t = _stage(1, "corpus", "the embedded multilingual speech corpus (generated on first use, then cached)")
@@ -147,17 +122,17 @@ def run(f) -> dict:
 
   t = _stage(5, "evaluate", "greedy and beam search + LM on the held-out test speakers")
   eval_dir = storage.join(workdir, "eval")
-  greedy = _evaluate(best, "test", storage.join(eval_dir, "greedy"))
+  greedy = _evaluate(final, "test", storage.join(eval_dir, "greedy"))
   options = beam.BeamOptions(beam_width=f.beam_width)
   grid = [(float(a), float(b)) for a in f.lm_weights for b in f.word_scores]
-  tuned = _evaluate(best, "dev", storage.join(eval_dir, "lm_dev_grid"), lm=lm_path, beam_options=options, grid=grid)
+  tuned = _evaluate(final, "dev", storage.join(eval_dir, "lm_dev_grid"), lm=lm_path, beam_options=options, grid=grid)
   options = dataclasses.replace(options, lm_weight=tuned["lm_weight"], word_score=tuned["word_score"])
-  with_lm = _evaluate(best, "test", storage.join(eval_dir, "lm"), lm=lm_path, beam_options=options)
+  with_lm = _evaluate(final, "test", storage.join(eval_dir, "lm"), lm=lm_path, beam_options=options)
   times["evaluate"] = time.perf_counter() - t
 
   t = _stage(6, "transcribe", "one held-out test file: transcript and forced alignment")
   path, uid, reference = _pick_test_file(corpus_dir)
-  recognizer = Recognizer.from_pretrained(best)
+  recognizer = Recognizer.from_pretrained(final)
   waveform = audio.load_waveform(path)
   log_probs = recognizer.log_probs(waveform, name=path)
   duration = len(waveform) / 16_000
@@ -174,8 +149,8 @@ def run(f) -> dict:
       "file": path, "id": uid, "reference": reference, "greedy": said_greedy.text, "beam_lm": said_lm.text,
       "words": [dataclasses.asdict(w) for w in said_lm.words]}, indent=2, ensure_ascii=False))
   alignment_formats.write_alignments([aligned], storage.join(out_dir, "alignment.TextGrid"), "textgrid")
-  _plot_alignment(waveform, aligned, storage.join(out_dir, "alignment.png"), f"{uid}: forced alignment of the "
-                  "reference transcript")
+  plot_alignment(waveform, aligned, path=storage.join(out_dir, "alignment.png"),
+                 title=f"{uid}: forced alignment of the reference transcript")
   times["transcribe"] = time.perf_counter() - t
 
   report = {
@@ -185,7 +160,8 @@ def run(f) -> dict:
                   "word_score": tuned["word_score"]},
       "example": {"file": path, "reference": reference, "greedy": said_greedy.text, "beam_lm": said_lm.text},
       "paths": {"pretrain checkpoints": storage.join(pre_dir, "checkpoints"),
-                "fine-tuned model (load_pretrained / Recognizer.from_pretrained)": best,
+                "fine-tuned model (load_pretrained / Recognizer.from_pretrained)": final,
+                "best checkpoint by validation WER": storage.join(ft_dir, loop.BEST_DIR),
                 "TensorBoard logs": f"{pre_dir}/tensorboard, {ft_dir}/tensorboard",
                 "training curves": f"{pre_dir}/curves.png, {ft_dir}/curves.png",
                 "hypotheses": f"{eval_dir}/greedy/hypotheses.jsonl, {eval_dir}/lm/hypotheses.jsonl",
@@ -201,7 +177,7 @@ def _print_report(report: dict) -> None:
   lines = ["", f"held-out file   {ex['file']}", f"  reference     {ex['reference']}",
            f"  greedy        {ex['greedy']}", f"  beam + LM     {ex['beam_lm']}", ""]
   g, lm = report["test_greedy"], report["test_lm"]
-  lines.append(f"test split ({g['utterances']} utterances of held-out speakers): greedy CER {g['cer']:.3f} WER "
+  lines.append(f"test split ({int(g['utterances'])} utterances of held-out speakers): greedy CER {g['cer']:.3f} WER "
                f"{g['wer']:.3f} | beam + 3-gram LM CER {lm['cer']:.3f} WER {lm['wer']:.3f} "
                f"(LM weight {lm['lm_weight']:g}, word score {lm['word_score']:g}, chosen on dev)")
   lines.append(f"wall time {report['wall_seconds'] / 60:.1f} min ("

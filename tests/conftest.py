@@ -29,4 +29,4 @@ def pytest_collection_modifyitems(config, items):
   """The slow end-to-end tests first: with `-n 2` the longest ones then overlap the rest instead of ending the run
   alone on one worker."""
   del config
-  items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "learns" not in item.name))
+  items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "main_job" not in item.name))

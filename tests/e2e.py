@@ -18,6 +18,9 @@ import wav2vec_jax
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+_TRAIN_SCRIPTS = ("pretrain.py", "finetune.py", "train.py")  # the entry points with a --config
+
+
 def xla_flags(devices: int = 1, optimize: bool = False) -> str:
   """XLA_FLAGS for a launched process: `devices` CPU devices; unoptimised code (fast compiles, conftest.py) unless
   `optimize`."""
@@ -34,7 +37,7 @@ def launch(script: str, workdir: str, *flags, devices: int = 1, optimize: bool =
   env.update(extra_env or {})
   log = tempfile.NamedTemporaryFile("w+", prefix="wav2vec_jax_e2e_", suffix=".log", delete=False)
   proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", script), f"--workdir={workdir}",
-                           *([] if plots else ["--config.plots=false"]), *flags],
+                           *([] if plots or script not in _TRAIN_SCRIPTS else ["--config.plots=false"]), *flags],
                           cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
   proc.log_path = log.name
   log.close()
@@ -90,7 +93,7 @@ def resumed_from(output: str) -> int | None:
 
 def logged_steps(output: str) -> list[int]:
   """The steps whose progress line a launch printed, in order (process 0 prints them)."""
-  return [int(s) for s in re.findall(r"\] step (\d+)/", output)]
+  return [int(s) for s in re.findall(r"^I \S+ step (\d+)/", output, re.M)]
 
 
 def steps_run(output: str) -> int:

@@ -1,4 +1,5 @@
-"""End-to-end through the real entry points: pre-training learns, fine-tuning from it learns, NaN skipping,
+"""End-to-end through the real entry points: the README's main job (pre-training learns, fine-tuning from it
+learns, evaluation and transcription), NaN skipping,
 preemption and exact resume (proven to have resumed); word timing and long audio with the fine-tuned model
 (two processes: test_multihost_resume.py). Runs on the generated
 corpus (made and cached on first use)."""
@@ -29,11 +30,16 @@ SMALL_CTC = ["--config.data.input.batch_budget=64000", "--config.data.input.max_
 CER_BOUND = 0.8  # measured 0.66-0.70 after 1,000 updates (README, Fine-tuning); all blanks (untrained) scores 1.0
 
 
-def test_tiny_pretraining_learns_then_finetuning_from_it_learns(tmp_path):
-  workdir = str(tmp_path / "run")
-  # The tiny recipe (1500 steps, ~3 min on 2 cores) sits at chance for 400-700 updates, then learns.
-  e2e.finish(e2e.launch("pretrain.py", workdir, "--config.measure_peak_flops=false",
-                        "--config.fault_injection.nan_steps=(3,)", optimize=True))
+def test_the_main_job_pretrains_finetunes_evaluates_and_transcribes(tmp_path):
+  """The README's main job (`experiments/demo.py`): pre-training learns, fine-tuning from it learns, the test split is
+  scored greedy and with an LM, a held-out file is transcribed and aligned, and the outputs are where it says."""
+  root = str(tmp_path / "demo")
+  out = e2e.finish(e2e.launch(
+      "demo.py", root, "--pretrain_config.measure_peak_flops=false", "--pretrain_config.fault_injection.nan_steps=(3,)",
+      "--finetune_config.measure_peak_flops=false", "--finetune_config.total_steps=1000", "--lm_weights=0.5,1",
+      "--word_scores=0", optimize=True))
+  workdir, tuned = os.path.join(root, "pretrain"), os.path.join(root, "finetune")
+  # Pre-training: the tiny recipe (1500 steps, ~3 min on 2 cores) sits at chance for 400-700 updates, then learns.
   rows = e2e.metrics(workdir)
   chance = losses.chance_level_bits(10)
   first, tail = rows[0], rows[-2:]
@@ -46,19 +52,31 @@ def test_tiny_pretraining_learns_then_finetuning_from_it_learns(tmp_path):
   assert os.path.exists(os.path.join(workdir, "tensorboard"))
   assert all(np.isfinite(v) for row in rows for k, v in row.items() if k != "step" and v is not None)
 
-  # Fine-tune the pre-trained model with CTC (the tiny recipe) and validate greedy CER/WER on the dev split.
-  tuned = str(tmp_path / "finetune")
-  e2e.finish(e2e.launch("finetune.py", tuned, f"--config.init_from={workdir}", "--config.measure_peak_flops=false",
-                        "--config.total_steps=1000", optimize=True))
+  # Fine-tuning from it (the tiny recipe), validated with greedy CER/WER on the dev split.
   evals = [r for r in e2e.metrics(tuned) if "val/cer" in r]
   assert evals[0]["step"] == 250 and evals[-1]["step"] == 1000
   assert evals[-1]["val/cer"] < CER_BOUND, evals  # an untrained model (all blanks) scores 1.0
-  best = min(evals, key=lambda r: (r["val/wer"], r["step"]))
+  best = min(evals, key=lambda r: (r["val/wer"], r["val/cer"], r["step"]))  # CER breaks WER ties
   with open(os.path.join(tuned, "best", "best.json")) as f:
     saved = json.load(f)
-  assert saved["step"] == best["step"] and saved["val/wer"] == best["val/wer"]
+  assert saved["step"] == best["step"] and saved["val/wer"] == best["val/wer"] and saved["val/cer"] == best["val/cer"]
   best_params = e2e.params(os.path.join(tuned, "best"))
   assert "lm_head" in best_params and os.path.exists(os.path.join(tuned, "best", "vocab.json"))
+
+  # Evaluation, transcription and the report.
+  with open(os.path.join(root, "demo.json")) as f:
+    report = json.load(f)
+  greedy = json.loads(open(os.path.join(root, "eval", "greedy", "summary.json")).read())
+  assert greedy["utterances"] > 70 and greedy["cer"] == report["test_greedy"]["cer"] <= CER_BOUND + 0.05, greedy
+  assert abs(report["test_lm"]["cer"] - greedy["cer"]) < 0.15 and report["test_lm"]["lm_weight"] in (0.5, 1.0)
+  example = report["example"]
+  assert f"reference     {example['reference']}" in out and f"greedy        {example['greedy']}" in out
+  assert example["greedy"].strip(), example  # the fine-tuned model says something
+  for path in ("pretrain/curves.png", "finetune/curves.png", "eval/greedy/hypotheses.jsonl",
+               "eval/lm/hypotheses.jsonl", "lm/train_3gram.arpa", "transcript/alignment.TextGrid",
+               "transcript/alignment.png"):
+    assert os.path.getsize(os.path.join(root, path)) > 0, path
+  assert "Error occurred when finalizing" not in out and "oneDNN" not in out, out[-3000:]  # a clean console
 
   # Word timing on the held-out split against eSpeak NG's word timings, and 3 minutes of concatenated test audio
   # transcribed in 20 s windows and whole (figures: README, Inference).

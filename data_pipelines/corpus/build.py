@@ -14,10 +14,12 @@ The folder appears atomically: everything is written to a hidden sibling folder 
 from concurrent import futures
 import dataclasses
 import json
+import logging
 import multiprocessing
 import os
 import pathlib
 import shutil
+import time
 import uuid
 
 from data_pipelines.corpus import speakers as speakers_lib
@@ -65,9 +67,22 @@ def _run_jobs(jobs, workers):
   ctx = multiprocessing.get_context("forkserver")
   ctx.set_forkserver_preload(["data_pipelines.corpus.synthesize"])
   with futures.ProcessPoolExecutor(max(1, workers), mp_context=ctx, max_tasks_per_child=1) as executor:
-    results = list(executor.map(synthesize.synthesize_speaker, jobs))
+    results = _with_progress(executor.map(synthesize.synthesize_speaker, jobs), len(jobs), "synthesised")
     # Word timings replay each speaker's synthesis, after the audio pass: see synthesize's docstring.
-    return list(executor.map(synthesize.time_speaker, jobs, results))
+    return _with_progress(executor.map(synthesize.time_speaker, jobs, results), len(jobs), "word-timed")
+
+
+def _with_progress(results, total: int, verb: str, every_s: float = 10.0) -> list:
+  """Collects `results`, logging "corpus: <verb> k/total speakers" with an ETA at most every `every_s` seconds."""
+  out, start, last = [], time.monotonic(), time.monotonic()
+  for result in results:
+    out.append(result)
+    now = time.monotonic()
+    if now - last >= every_s and len(out) < total:
+      eta = (now - start) / len(out) * (total - len(out))
+      logging.info("corpus: %s %d/%d speakers (ETA %d s)", verb, len(out), total, eta)
+      last = now
+  return out
 
 
 def _summary(config, plan, results):

@@ -6,7 +6,7 @@ r"""CTC fine-tuning recipes (fairseq examples/wav2vec/config/finetuning, arXiv 2
       --config.data.split=train_10h --config.data.eval_split=dev_other --config.data.vocab=/data/dict.ltr.txt \
       --workdir=gs://bucket/base_10h
 
-Variants: tiny, small, base_{10m,1h,10h,100h,960h}, large_{10m,1h,10h,100h,960h} (fairseq's vox_* on LARGE LV-60),
+Variants: tiny, base_{10m,1h,10h,100h,960h}, large_{10m,1h,10h,100h,960h} (fairseq's vox_* on LARGE LV-60),
 xlsr_53 (a Common Voice language). All: tri-stage [0.1, 0.4, 0.5] from 0.01 to 0.05 of the peak, Adam (0.9, 0.98)
 eps 1e-8 without weight decay, CTC zero-infinity averaged per sentence, conv encoder frozen (feature_grad_mult 0),
 activation dropout 0.1, time masks of 10 frames, channel masks of 64, best checkpoint by validation WER.
@@ -36,8 +36,6 @@ _RECIPES = {
     "xlsr_53": ("xlsr_53", 20_000, 3e-4, 10_000, 0.75, 0.25, 0.1, 1_280_000, 4, 5, True, 10_000),
     # CPU recipe on the generated corpus: same mechanics, sized for a 32-wide model and minutes of training.
     "tiny": ("tiny", 1_500, 5e-3, 300, 0.2, 0.1, 0.0, 256_000, 1, 1, True, 0),
-    # The README demo (experiments/demo.py): the small model, sized for ~10 minutes on 2 CPU cores.
-    "small": ("small", 2_000, 2e-3, 200, 0.3, 0.1, 0.0, 320_000, 1, 1, True, 0),
 }
 
 
@@ -85,15 +83,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every = 1_000
   c.log_every = 200
 
-  if variant == "small":
-    c.model.mask_time_length = 5
-    c.model.mask_channel_length = 16
-    c.model.activation_dropout = 0.0
-    c.data.input.num_buckets = 4
-    c.data.input.max_sample_size = 16_000 * 16
-    c.eval_every = 500
-    c.checkpoint_every = 250
-    c.log_every = 50
   if variant == "tiny":
     c.model.mask_time_length = 5
     c.model.mask_channel_length = 4  # the tiny model has 32 channels

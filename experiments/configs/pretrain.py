@@ -1,4 +1,4 @@
-"""wav2vec 2.0 pre-training configs: `tiny` and `small` (CPU, generated corpus), `base`, `large`, `xlsr_53`.
+"""wav2vec 2.0 pre-training configs: `tiny` (CPU, generated corpus), `base`, `large`, `xlsr_53`.
 
   python experiments/pretrain.py --workdir=/tmp/w2v                                   # tiny on the default corpus
   python experiments/pretrain.py --config=experiments/configs/pretrain.py:base \\
@@ -23,7 +23,6 @@ def _recipe(variant: str):
   return {
       #             budget       crop     lr     warmup  steps     normalize  alpha
       "tiny": dict(budget=256_000, crop=32_000, lr=5e-3, warmup=10, steps=1500, normalize=True, alpha=None),
-      "small": dict(budget=320_000, crop=64_000, lr=2e-3, warmup=100, steps=800, normalize=True, alpha=None),
       "base": dict(budget=1_400_000 * 64, crop=250_000, lr=5e-4, warmup=32_000, steps=400_000, normalize=False,
                    alpha=None),
       "large": dict(budget=1_200_000 * 128, crop=320_000, lr=3e-4, warmup=32_000, steps=600_000, normalize=True,
@@ -40,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config("pretrain", variant)
   # The tiny model sits at chance for 400-700 updates (varies with the seed), then learns (~2.3 bits, accuracy
   # ~0.4 by step 1000-1200).
-  if variant in ("tiny", "small"):  # CPU models: no dropout, full gradient into the conv encoder
+  if variant == "tiny":  # no dropout, full gradient into the conv encoder
     for name in ("hidden_dropout", "attention_dropout", "dropout_input", "dropout_features", "layerdrop"):
       c.model[name] = 0.0
     c.model.feature_grad_mult = 1.0
@@ -49,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.input.max_sample_size = recipe["crop"]
   c.data.input.normalize = recipe["normalize"]
   c.data.input.multilingual_alpha = recipe["alpha"]
-  if variant in ("tiny", "small"):
+  if variant == "tiny":
     c.data.input.min_sample_size = 16_000
     c.data.input.num_buckets = 4
 
@@ -60,8 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.01
 
   c.total_steps = recipe["steps"]
-  cpu = variant in ("tiny", "small")
-  c.log_every = 50 if cpu else 100
-  c.checkpoint_every = 100 if cpu else 5_000
-  c.warn_at_chance_after = 1000 if cpu else 5_000  # steps before a loss at chance is "stuck"
+  c.log_every = 50 if variant == "tiny" else 100
+  c.checkpoint_every = 100 if variant == "tiny" else 5_000
+  c.warn_at_chance_after = 1000 if variant == "tiny" else 5_000  # steps before a loss at chance is "stuck"
   return c

@@ -17,11 +17,13 @@ kept for the decoder's lifetime (each worker loads the LM once), not one pool pe
 `Wav2Vec2ProcessorWithLM.batch_decode` does.
 """
 
+import contextlib
 import dataclasses
 import heapq
 import math
 import multiprocessing
 import os
+import sys
 
 import kenlm
 import numpy as np
@@ -308,6 +310,21 @@ def _worker_decode(log_probs, n_best, options):
   return _worker["decoder"].decode(log_probs, n_best, options)
 
 
+@contextlib.contextmanager
+def _c_stderr_silenced():
+  """Sends file descriptor 2 to /dev/null while inside (C++ libraries that print notices with no option to stop;
+  their errors still arrive as Python exceptions)."""
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
 def _load_lm(lm_path: str):
   """(kenlm.Model, its words or None) from an ARPA or KenLM binary file (a binary file does not list its words);
   LanguageModelError naming the file otherwise."""
@@ -318,7 +335,10 @@ def _load_lm(lm_path: str):
     if os.path.getsize(local) == 0:
       raise LanguageModelError(f"{lm_path}: the language model file is empty; rebuild it with experiments/build_lm.py")
     try:
-      model = kenlm.Model(local)
+      config = kenlm.Config()
+      config.show_progress = False  # no "Reading ... ****" progress bar per decoding process
+      with _c_stderr_silenced():  # nor "Loading the LM will be faster if you build a binary file" (C++, no option)
+        model = kenlm.Model(local, config)
     except (OSError, RuntimeError) as e:
       reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise LanguageModelError(f"{lm_path}: not a KenLM model (ARPA text or KenLM binary): {reason}; rebuild it "

@@ -18,7 +18,8 @@ BATCH_KEYS = ("waveform", "attention_mask", "labels", "label_lengths", "utteranc
 @dataclasses.dataclass
 class Evaluation:
   """Attributes:
-    metrics: {"wer", "cer", "loss_ctc" (nats per sentence), "utterances"} floats.
+    metrics: {"wer", "cer", "loss_ctc" (nats per sentence), "utterances", "empty_share" (share of utterances whose
+      hypothesis is empty: a model that still emits only blanks scores 1.0)} floats.
     rows: per utterance, in input order: {"id", "reference", "hypothesis", "loss_ctc"}.
   """
 
@@ -64,7 +65,7 @@ def _evaluation(ids, references, hypotheses, losses_) -> Evaluation:
           for i, r, h, l in zip(ids, references, hypotheses, losses_)]
   rates = scoring.error_rates(references, hypotheses)
   metrics = {"wer": rates["wer"], "cer": rates["cer"], "loss_ctc": float(np.mean(losses_)),
-             "utterances": float(len(rows))}
+             "utterances": float(len(rows)), "empty_share": float(np.mean([not h.strip() for h in hypotheses]))}
   return Evaluation(metrics, rows)
 
 

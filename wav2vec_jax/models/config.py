@@ -225,21 +225,11 @@ def _tiny() -> ModelConfig:
       num_codevectors_per_group=16, codevector_dim=16, final_dim=16, num_negatives=10)
 
 
-def _small() -> ModelConfig:
-  # The README demo's model (experiments/demo.py): sized to pre-train and fine-tune on the generated corpus in
-  # minutes on 2 CPU cores. BASE's conv stack (stride 320, receptive field 400) at a quarter of its channels, a
-  # 4-layer post-LN Transformer.
-  return ModelConfig(
-      conv_dim=(128,) * 7, hidden_size=192, num_layers=4, num_heads=4, intermediate_size=768,
-      num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=8, num_codevector_groups=2,
-      num_codevectors_per_group=64, codevector_dim=64, final_dim=64, num_negatives=20)
-
-
-_VARIANTS = {"base": _base, "large": _large, "xlsr_53": _xlsr_53, "small": _small, "tiny": _tiny}
+_VARIANTS = {"base": _base, "large": _large, "xlsr_53": _xlsr_53, "tiny": _tiny}
 
 
 def get_variant(name: str, **overrides) -> ModelConfig:
-  """Returns a named variant ("base", "large", "xlsr_53", "small", "tiny") with optional field overrides."""
+  """Returns a named variant ("base", "large", "xlsr_53", "tiny") with optional field overrides."""
   if name not in _VARIANTS:
     raise ValueError(f"Unknown model variant {name!r}; choose one of {sorted(_VARIANTS)}")
   return _VARIANTS[name]().replace(**overrides).validate()

@@ -90,9 +90,14 @@ class CTCTask:
             "ctc/zeroed_sentences": aux["zeroed"], "num_sentences": aux["sample_size"]}
 
   def health_warnings(self, metrics: dict, step: int) -> list[str]:
-    """Non-finite metrics; sentences whose labels cannot fit their frames (counted, trained as zero loss)."""
+    """Non-finite metrics; sentences whose labels cannot fit their frames (counted, trained as zero loss); a
+    validation where nearly every hypothesis is empty (blank-only output) after the freeze."""
     warnings = [f"non-finite metric {k}" for k, v in metrics.items() if not math.isfinite(v)]
     if metrics.get("ctc/zeroed_sentences", 0) > 0:
       warnings.append(f"step {step}: {int(metrics['ctc/zeroed_sentences'])} sentences have more labels than their "
                       "frames can align (zero loss, no gradient): check transcripts against audio lengths")
+    if metrics.get("val/empty_share", 0.0) >= 0.9 and step > self.freeze_updates:
+      warnings.append(f"step {step}: {metrics['val/empty_share']:.0%} of validation hypotheses are empty (the model "
+                      "emits only blanks, WER 1.0): normal early in fine-tuning; if it persists, raise the learning "
+                      "rate or train longer, and check that the labels match the audio (README, Troubleshooting)")
     return warnings

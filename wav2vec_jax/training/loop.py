@@ -27,7 +27,7 @@ from wav2vec_jax.training import step as step_lib
 from wav2vec_jax.training import workdir_lock
 
 TASKS = ("pretrain", "ctc")
-BEST_DIR = "best"  # the checkpoint with the lowest validation WER: load_pretrained(f"{workdir}/best")
+BEST_DIR = "best"  # lowest validation WER, then CER: load_pretrained(f"{workdir}/best")
 PLOT_EVERY_S = 300.0  # plots are redrawn at every validation, at the end, and at most this often between
 
 
@@ -115,11 +115,22 @@ def _throughput(window: dict, peak: float | None) -> dict[str, float]:
   return out
 
 
-def _read_best(workdir: str) -> float:
+def _read_best(workdir: str) -> tuple[float, float]:
+  """(WER, CER) of the best checkpoint so far; (inf, inf) before the first."""
   path = storage.Path(storage.join(workdir, BEST_DIR, "best.json"))
   if not path.exists():
-    return float("inf")
-  return float(json.loads(path.read_text())["val/wer"])
+    return float("inf"), float("inf")
+  best = json.loads(path.read_text())
+  return float(best["val/wer"]), float(best.get("val/cer", float("inf")))
+
+
+def _memory_summary(stats) -> str:
+  """XLA's memory analysis of a compiled step in MB per device ("?" where the backend gives none)."""
+  if stats is None:
+    return "memory ?"
+  mb = lambda name: getattr(stats, name, 0) / 2**20  # noqa: E731
+  return (f"memory per device {mb('argument_size_in_bytes'):.0f} MB arguments + "
+          f"{mb('temp_size_in_bytes'):.0f} MB temporaries")
 
 
 def _save_best(workdir: str, model, params, vocab: Vocab, eval_data, step: int, scores: dict) -> None:
@@ -226,7 +237,7 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
   rng = jax.random.PRNGKey(config.seed + 1)
   compiled = {}
   validator = Evaluator(task.model, eval_data, vocab, to_global) if eval_data is not None else None
-  best_wer = _read_best(workdir)
+  best = _read_best(workdir)
 
   writer = metrics_lib.MetricWriter(workdir, total_steps=config.total_steps,
                                     tensorboard=config.get("tensorboard", True))
@@ -253,9 +264,9 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
           analytic = flops.count_flops(cfg, shape[0], shape[1], task.flop_kind).per_step
           compiled[key] = (executable, analytic)
           xla = flops.xla_flops(executable) * jax.device_count()  # cost_analysis counts one device's share
-          logging.info("compiled %s step for batch %s in %.1fs (%d so far); memory %s; analytic %.1f GFLOP/step, "
-                       "XLA/analytic %.2f", phase, shape, time.perf_counter() - t0, len(compiled),
-                       executable.memory_analysis(), analytic / 1e9, xla / max(analytic, 1.0))
+          logging.info("compiled %s step for batch %s in %.1f s (%d so far): %s, %.1f GFLOP/step (XLA/analytic "
+                       "%.2f)", phase, shape, time.perf_counter() - t0, len(compiled),
+                       _memory_summary(executable.memory_analysis()), analytic / 1e9, xla / max(analytic, 1.0))
         executable, analytic = compiled[key]
         state, step_metrics = executable(state, batch, rng)
         step += 1
@@ -280,11 +291,11 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
           if (validator is not None and eval_every and step >= config.get("validate_after", 0)
               and (step % eval_every == 0 or step == config.total_steps)):
             last.update({f"val/{k}": v for k, v in validator(state.params).metrics.items()})
-            if last["val/wer"] < best_wer:
-              best_wer = last["val/wer"]
+            if (last["val/wer"], last["val/cer"]) < best:  # WER as fairseq; CER breaks ties (WER 1.0 early on)
+              best = (last["val/wer"], last["val/cer"])
               _save_best(workdir, task.model, state.params, vocab, eval_data, step,
                          {k: v for k, v in last.items() if k.startswith("val/")})
-            last["val/best_wer"] = best_wer
+            last["val/best_wer"] = best[0]
             validated = True
           writer.write(step, last)
           if plot and (validated or time.monotonic() - plotted > PLOT_EVERY_S):
@@ -310,6 +321,9 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
           checkpointer.save(step, state, data.get_state(), force=True)
   finally:
     termination.uninstall()
+    data.close()
+    if eval_data is not None:
+      eval_data.close()
     if plot:
       writer.plot()
     writer.close()

@@ -22,7 +22,8 @@ from wav2vec_jax.training import flops
 CHANCE_TOLERANCE = 0.02
 # Metric key -> progress line format, in display order.
 _PROGRESS = (("loss/bits", "loss {:.3f} bits"), ("loss/ctc", "ctc {:.3f}"), ("accuracy", "acc {:.3f}"),
-             ("codebook/code_perplexity", "code ppl {:.1f}"), ("throughput/steps_per_second", "{:.2f} steps/s"),
+             ("codebook/code_perplexity", "code ppl {:.1f}"), ("val/wer", "val WER {:.3f}"),
+             ("val/cer", "val CER {:.3f}"), ("throughput/steps_per_second", "{:.2f} steps/s"),
              ("throughput/audio_seconds_per_second", "{:.1f} audio-s/s"), ("throughput/mfu", "MFU {:.1%}"))
 
 

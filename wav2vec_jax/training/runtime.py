@@ -54,17 +54,52 @@ def hide_accelerators_from_tensorflow() -> None:
     pass
 
 
+# Library warnings that describe expected states, not problems: Orbax reading a training checkpoint's parameters
+# without the step-level metadata file (init_from a workdir), and Orbax finding the temporary folder of a save that
+# a kill interrupted (it is replaced).
+_BENIGN_LIBRARY_WARNINGS = ("Metadata file does not exist", "Attempted to create temporary directory")
+
+
 class _DropLibraryInfo(py_logging.Filter):
-  """Keeps INFO lines of this project; libraries (Orbax logs every save step by step) only from WARNING up."""
+  """Keeps INFO lines of this project; libraries (Orbax logs every save step by step) only from WARNING up, less
+  the benign warnings above."""
 
   def filter(self, record):
     noisy = any(part in record.pathname for part in ("/orbax/", "/jax/_src/", "/tensorflow/"))
-    return record.levelno >= py_logging.WARNING or not noisy
+    if not noisy:
+      return True
+    if record.levelno < py_logging.WARNING:
+      return False
+    return record.levelno > py_logging.WARNING or not str(record.msg).startswith(_BENIGN_LIBRARY_WARNINGS)
+
+
+class _ConsoleFormatter(py_logging.Formatter):
+  """`I 06:23:46 message`: level letter and wall time, without absl's date, thread id and source line (kept for
+  warnings and errors, where they help)."""
+
+  def __init__(self):
+    super().__init__(datefmt="%H:%M:%S")
+
+  def format(self, record):
+    where = "" if record.levelno < py_logging.WARNING else f" {record.filename}:{record.lineno}]"
+    text = f"{record.levelname[0]} {self.formatTime(record, self.datefmt)}{where} {record.getMessage()}"
+    if record.exc_info:
+      text += "\n" + self.formatException(record.exc_info)
+    return text
 
 
 def quiet_library_logs() -> None:
-  """Installs the filter on absl's handler (call once in an entry point)."""
-  py_logging.getLogger("absl").addFilter(_DropLibraryInfo())
+  """A clean console for an entry point (call once, first thing in `main`): this project's INFO lines in a short
+  format, libraries' (Orbax, JAX, TensorFlow) only from WARNING up, and none of TensorFlow's C++ start-up notices
+  (oneDNN, "All log messages before absl::InitializeLog()"), which are printed when TensorFlow loads; every entry
+  point loads it later than this."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's C++ INFO lines; its warnings and errors still show
+  # TensorFlow only reads and batches data here (the model runs in JAX); without its oneDNN kernels it prints no
+  # "oneDNN custom operations are on" notice, which TF_CPP_MIN_LOG_LEVEL does not silence.
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+  handler = logging.get_absl_handler()
+  handler.addFilter(_DropLibraryInfo())  # on the handler: records that propagate from library loggers pass here
+  handler.python_handler.setFormatter(_ConsoleFormatter())
 
 
 def stop_on(errors: tuple[type[BaseException], ...], fn, *args):
