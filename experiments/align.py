@@ -90,8 +90,7 @@ def run(f) -> None:
 
 def main(argv):
   del argv
-  runtime.quiet_library_logs()
-  runtime.hide_accelerators_from_tensorflow()
+  runtime.start_entry_point()
   runtime.stop_on(EXPECTED_ERRORS, run, flags.FLAGS)
 
 

@@ -189,9 +189,7 @@ def _print_report(report: dict) -> None:
 def main(argv):
   del argv
   f = flags.FLAGS
-  runtime.quiet_library_logs()
-  runtime.hide_accelerators_from_tensorflow()
-  runtime.enable_compilation_cache(f.compilation_cache_dir)
+  runtime.start_entry_point(f.compilation_cache_dir)
   import train  # pylint: disable=g-import-not-at-top  # experiments/train.py: the errors a run stops on
   report = runtime.stop_on(train.EXPECTED_ERRORS, run, f)
   _print_report(report)

@@ -51,8 +51,7 @@ EXPECTED_ERRORS = (RecognizerError, AudioInputError, beam.LanguageModelError, Vo
 
 def main(argv):
   del argv
-  runtime.quiet_library_logs()
-  runtime.hide_accelerators_from_tensorflow()
+  runtime.start_entry_point()
   runtime.stop_on(EXPECTED_ERRORS, evaluate, flags.FLAGS)
 
 

@@ -26,8 +26,7 @@ flags.mark_flags_as_required(["checkpoint", "out"])
 
 def main(argv):
   del argv
-  runtime.quiet_library_logs()
-  runtime.hide_accelerators_from_tensorflow()
+  runtime.start_entry_point()
   f = flags.FLAGS
   written = runtime.stop_on((RecognizerError, VocabError, CheckpointMismatchError, FileNotFoundError),
                             hf_export.export_ctc, f.checkpoint, f.out)

@@ -42,9 +42,7 @@ def define_flags(default_config: str, default_workdir: str) -> None:
 def main(argv):
   del argv
   f = flags.FLAGS
-  runtime.quiet_library_logs()
-  runtime.hide_accelerators_from_tensorflow()
-  runtime.enable_compilation_cache(f.compilation_cache_dir)
+  runtime.start_entry_point(f.compilation_cache_dir)
   runtime.initialize(f.coordinator_address, f.num_processes, f.process_id, f.cpu_collectives)
   # The cause and the fix are in the message: no 250-line traceback after it.
   final = runtime.stop_on(EXPECTED_ERRORS, loop.train_and_evaluate, f.config, f.workdir)

@@ -56,7 +56,7 @@ def make_decoder(f, vocab, seconds_per_frame):
 
 def main(argv):
   del argv
-  runtime.quiet_library_logs()
+  runtime.start_entry_point()
   runtime.stop_on(EXPECTED_ERRORS, transcribe, flags.FLAGS)
 
 

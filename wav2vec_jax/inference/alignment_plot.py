@@ -19,15 +19,16 @@ def plot_alignment(waveform: np.ndarray, alignment, *, sample_rate: int = 16_000
     path: when given, the PNG is written there (local or gs://) and the figure closed.
 
   Returns:
-    The matplotlib figure (closed when `path` is given).
+    The matplotlib figure (a pyplot figure without `path`, shown by `plt.show()` or a notebook).
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  if path is not None:
-    matplotlib.use("Agg")  # a file, no display
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-
+  if path is None:  # for display (a notebook): through pyplot
+    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+    fig = plt.figure(figsize=(12, 3), dpi=90)
+  else:  # for a file: a bare Figure, the process's backend untouched
+    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+    fig = Figure(figsize=(12, 3), dpi=90)
   waveform = np.asarray(waveform, np.float32).reshape(-1)
-  fig, ax = plt.subplots(figsize=(12, 3), dpi=90)
+  ax = fig.subplots()
   ax.plot(np.arange(waveform.size) / sample_rate, waveform, linewidth=0.4, color="0.3")
   peak = float(np.abs(waveform).max()) or 1.0
   for k, word in enumerate(alignment.words):
@@ -42,6 +43,5 @@ def plot_alignment(waveform: np.ndarray, alignment, *, sample_rate: int = 16_000
   if path is not None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     storage.Path(path).write_bytes(buffer.getvalue())
   return fig

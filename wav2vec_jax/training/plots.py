@@ -66,13 +66,14 @@ def plot_runs(runs: dict[str, list[dict]], path: str, *, panels=PANELS, title: s
   drawn = panel_curves(runs, panels)
   if not drawn:
     return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")  # files only, no display
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  # A bare Figure (no pyplot): renders to a file without touching the process's backend (a notebook's inline
+  # plots keep working) and without a display.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
   columns = min(3, len(drawn))
   rows_n = -(-len(drawn) // columns)
-  fig, axes = plt.subplots(rows_n, columns, figsize=(4.5 * columns, 3.2 * rows_n), dpi=90, squeeze=False)
+  fig = Figure(figsize=(4.5 * columns, 3.2 * rows_n), dpi=90)
+  axes = fig.subplots(rows_n, columns, squeeze=False)
   for ax, (panel_title, curves, log_y) in zip(axes.flat, drawn):
     for label, points in curves:
       steps, values = zip(*points)
@@ -91,7 +92,6 @@ def plot_runs(runs: dict[str, list[dict]], path: str, *, panels=PANELS, title: s
   fig.tight_layout()
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png")
-  plt.close(fig)
   storage.Path(path).parent.mkdir(parents=True, exist_ok=True)
   storage.Path(path).write_bytes(buffer.getvalue())
   return path

@@ -112,3 +112,11 @@ def stop_on(errors: tuple[type[BaseException], ...], fn, *args):
     logging.debug("traceback", exc_info=True)
     logging.error("stopped: %s: %s", type(e).__name__, e)
     sys.exit(1)
+
+
+def start_entry_point(compilation_cache_dir: str = "") -> None:
+  """What every entry point does first in `main`: a clean console (`quiet_library_logs`), TensorFlow kept off the
+  accelerators, and the persistent compilation cache at `compilation_cache_dir` ("" leaves it off)."""
+  quiet_library_logs()
+  hide_accelerators_from_tensorflow()
+  enable_compilation_cache(compilation_cache_dir)
