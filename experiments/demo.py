@@ -48,26 +48,17 @@ def _stage(number: int, name: str, what: str) -> float:
   return time.perf_counter()
 
 
-def _summary_path(directory: str) -> str:
-  from data_pipelines import storage  # pylint: disable=g-import-not-at-top
-  return storage.join(directory, "summary.json")
-
-
 def _evaluate(checkpoint: str, split: str, out_dir: str, **kwargs) -> dict:
-  """Scores `checkpoint` on a corpus split (skipped when `out_dir` already holds its summary); returns the summary."""
+  """Scores `checkpoint` on a corpus split into `out_dir` (hypotheses and summary), or reads the summary a previous
+  run wrote there; returns the summary."""
   from data_pipelines import storage  # pylint: disable=g-import-not-at-top
-  from wav2vec_jax.inference.checkpoint_eval import evaluate_checkpoint  # pylint: disable=g-import-not-at-top
-  summary_path = _summary_path(out_dir)
-  if storage.Path(summary_path).exists():
-    return json.loads(storage.Path(summary_path).read_text())
-  result = evaluate_checkpoint(checkpoint, "corpus", "", split, progress=True, **kwargs)
-  storage.Path(out_dir).mkdir(parents=True, exist_ok=True)
-  storage.write_text(storage.join(out_dir, "hypotheses.jsonl"),
-                     "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows))
-  summary = {"split": split, **{k: v for k, v in result.metrics.items() if k != "grid"}}
-  if "grid" in result.metrics:
-    summary["grid"] = result.metrics["grid"]
-  storage.write_text(summary_path, json.dumps(summary, indent=2))
+  from wav2vec_jax.inference import checkpoint_eval  # pylint: disable=g-import-not-at-top
+  summary_path = storage.Path(out_dir) / checkpoint_eval.SUMMARY_FILE
+  if summary_path.exists():
+    return json.loads(summary_path.read_text())
+  result = checkpoint_eval.evaluate_checkpoint(checkpoint, "corpus", "", split, progress=True, **kwargs)
+  summary = {"split": split, **result.metrics}
+  checkpoint_eval.write_evaluation(out_dir, result, summary)
   return summary
 
 

@@ -19,11 +19,10 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from data_pipelines import storage  # noqa: E402  pylint: disable=g-import-not-at-top
 from data_pipelines.errors import AudioInputError  # noqa: E402  pylint: disable=g-import-not-at-top
 from data_pipelines.vocab import VocabError  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.inference import beam  # noqa: E402  pylint: disable=g-import-not-at-top
-from wav2vec_jax.inference.checkpoint_eval import evaluate_checkpoint  # noqa: E402  pylint: disable=g-import-not-at-top
+from wav2vec_jax.inference.checkpoint_eval import evaluate_checkpoint, write_evaluation  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.inference.recognizer import RecognizerError  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.interop.convert import CheckpointMismatchError  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.training import runtime  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -70,10 +69,7 @@ def evaluate(f):
   summary = {"checkpoint": f.checkpoint, "source": f.source, "path": f.path, "split": f.split, "decoding": decoding,
              **result.metrics}
   if f.output_dir:
-    storage.Path(f.output_dir).mkdir(parents=True, exist_ok=True)
-    storage.write_text(storage.join(f.output_dir, "hypotheses.jsonl"),
-                       "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows))
-    storage.write_text(storage.join(f.output_dir, "summary.json"), json.dumps(summary, indent=2))
+    write_evaluation(f.output_dir, result, summary)
   logging.info("WER %.4f  CER %.4f  over %d utterances", result.metrics["wer"], result.metrics["cer"],
                result.metrics["utterances"])
   print(json.dumps(summary))

@@ -26,7 +26,7 @@ flags.mark_flags_as_required(["checkpoint", "out"])
 
 def main(argv):
   del argv
-  runtime.start_entry_point()
+  runtime.start_entry_point(tensorflow=False)  # reads and writes checkpoints only
   f = flags.FLAGS
   written = runtime.stop_on((RecognizerError, VocabError, CheckpointMismatchError, FileNotFoundError),
                             hf_export.export_ctc, f.checkpoint, f.out)

@@ -56,7 +56,7 @@ def make_decoder(f, vocab, seconds_per_frame):
 
 def main(argv):
   del argv
-  runtime.start_entry_point()
+  runtime.start_entry_point(tensorflow=False)  # files are read with soundfile/librosa, not tf.data
   runtime.stop_on(EXPECTED_ERRORS, transcribe, flags.FLAGS)
 
 

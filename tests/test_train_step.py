@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from wav2vec_jax import losses
+from wav2vec_jax.inference import evaluation
 from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant
 from wav2vec_jax.tasks.ctc import CTCTask
 from wav2vec_jax.tasks.pretraining import PretrainingTask
@@ -77,6 +78,18 @@ def test_ctc_parameter_groups():
   assert set(labels.values()) == set(task.groups)
   assert task.held("frozen") == ("trunk",) and task.held("train") == ()
   assert [CTCTask(task.model, freeze_updates=2).phase(s) for s in range(4)] == ["frozen", "frozen", "train", "train"]
+
+
+def test_blank_only_validation_warns_after_the_freeze():
+  task = CTCTask(Wav2Vec2ForCTC(get_variant("tiny")), freeze_updates=100)
+  blank = {"val/empty_share": 0.95, "val/wer": 1.0}
+  assert not task.health_warnings(blank, 100)  # still frozen: only the head has trained
+  (warning,) = task.health_warnings(blank, 250)
+  assert "95% of validation hypotheses are empty" in warning and "step 250" in warning
+  assert not task.health_warnings({"val/empty_share": 0.5}, 250)
+  # The share the metric comes from: empty hypotheses over utterances.
+  rates = evaluation._evaluation(["a", "b", "c", "d"], ["HI", "HO", "HA", "HE"], ["", " ", "HI", "HA"], [1.0] * 4)
+  assert rates.metrics["empty_share"] == 0.5
 
 
 def _setup(task, tx, schedule, mesh_shape=(1, 1, 1), phase="train", grad_accum=1):

@@ -80,3 +80,16 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
   best["result"].metrics.update(lm_weight=best["lm_weight"], word_score=best["word_score"],
                                 grid=[{k: v for k, v in r.items() if k != "result"} for r in table])
   return best["result"]
+
+
+HYPOTHESES_FILE, SUMMARY_FILE = "hypotheses.jsonl", "summary.json"
+
+
+def write_evaluation(out_dir: str, result: Evaluation, summary: dict) -> None:
+  """Writes an evaluation to `out_dir` (local or gs://, created if missing): `hypotheses.jsonl`, one JSON row per
+  utterance (id, reference, hypothesis, loss), and `summary.json` (`summary`, e.g. the split and the metrics)."""
+  import json  # pylint: disable=g-import-not-at-top
+  storage.Path(out_dir).mkdir(parents=True, exist_ok=True)
+  storage.write_text(storage.join(out_dir, HYPOTHESES_FILE),
+                     "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows))
+  storage.write_text(storage.join(out_dir, SUMMARY_FILE), json.dumps(summary, indent=2))

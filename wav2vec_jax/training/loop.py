@@ -246,7 +246,7 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
   termination = checkpointing.TerminationFlag().install()
   step = int(state.step)
   last, pending = {}, None
-  plot, validated, plotted = config.get("plots", True), False, time.monotonic()
+  plot, plotted = config.get("plots", True), time.monotonic()
   eval_every = config.get("eval_every", 0)
   try:
     with partitioning.activate(mesh, rules):
@@ -288,22 +288,22 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
           last["compiles"] = float(len(compiled))
           last.update({f"input/{k}": float(v) for k, v in data.counters().items()
                        if k.startswith(("skipped/", "warned/"))})
-          if (validator is not None and eval_every and step >= config.get("validate_after", 0)
-              and (step % eval_every == 0 or step == config.total_steps)):
+          validated = (validator is not None and eval_every and step >= config.get("validate_after", 0)
+                       and (step % eval_every == 0 or step == config.total_steps))
+          if validated:
             last.update({f"val/{k}": v for k, v in validator(state.params).metrics.items()})
             if (last["val/wer"], last["val/cer"]) < best:  # WER as fairseq; CER breaks ties (WER 1.0 early on)
               best = (last["val/wer"], last["val/cer"])
               _save_best(workdir, task.model, state.params, vocab, eval_data, step,
                          {k: v for k, v in last.items() if k.startswith("val/")})
             last["val/best_wer"] = best[0]
-            validated = True
           writer.write(step, last)
-          if plot and (validated or time.monotonic() - plotted > PLOT_EVERY_S):
+          replot = plot and (validated or time.monotonic() - plotted > PLOT_EVERY_S)
+          if replot:
             writer.plot()
             plotted = time.monotonic()
-          if validated:
+          if validated or replot:
             window["start"] = time.perf_counter()  # validation and plotting time are not training throughput
-            validated = False
           for warning in task.health_warnings(last, step):
             logging.warning("step %d: %s", step, warning)
         if checkpointer.save(step, state, data.get_state()):
