@@ -9,11 +9,27 @@ def build_index(data, split: str | None = None) -> AudioIndex:
 
   Args:
     data: an object with attributes source ("corpus", "librispeech", "manifest", "tfds"), path (local or `gs://`,
-      except for "tfds"), split, tfds_name and optionally labels ("ltr", "wrd", "auto"), e.g. `config.data` of a
-      training config.
+      except for "tfds"), split, tfds_name and optionally labels ("ltr", "wrd", "auto") and languages
+      (comma-separated language names to keep; "" keeps all), e.g. `config.data` of a training config.
     split: comma-separated splits instead of `data.split` (e.g. the eval split).
   """
-  split = data.split if split is None else split
+  index = _source_index(data, data.split if split is None else split)
+  languages = [name for name in (getattr(data, "languages", "") or "").split(",") if name]
+  return select_languages(index, languages) if languages else index
+
+
+def select_languages(index: AudioIndex, languages) -> AudioIndex:
+  """The utterances of `languages` (names as in `index.languages`); an absent language is a config error."""
+  present = sorted(set(index.languages))
+  missing = sorted(set(languages) - set(present))
+  if missing:
+    raise ValueError(f"config.data.languages={','.join(languages)!r}: no utterances of {missing} in this split; "
+                     f"its languages are {present}")
+  wanted = set(languages)
+  return index.select([i for i, name in enumerate(index.languages) if name in wanted])
+
+
+def _source_index(data, split: str) -> AudioIndex:
   splits = [s for s in split.split(",") if s]
   if data.source == "corpus":
     from data_pipelines import corpus  # pylint: disable=g-import-not-at-top

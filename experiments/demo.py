@@ -49,17 +49,9 @@ def _stage(number: int, name: str, what: str) -> float:
 
 
 def _evaluate(checkpoint: str, split: str, out_dir: str, **kwargs) -> dict:
-  """Scores `checkpoint` on a corpus split into `out_dir` (hypotheses and summary), or reads the summary a previous
-  run wrote there; returns the summary."""
-  from data_pipelines import storage  # pylint: disable=g-import-not-at-top
+  """Scores `checkpoint` on a corpus split into `out_dir` (or reads what a previous run wrote); the summary."""
   from wav2vec_jax.inference import checkpoint_eval  # pylint: disable=g-import-not-at-top
-  summary_path = storage.Path(out_dir) / checkpoint_eval.SUMMARY_FILE
-  if summary_path.exists():
-    return json.loads(summary_path.read_text())
-  result = checkpoint_eval.evaluate_checkpoint(checkpoint, "corpus", "", split, progress=True, **kwargs)
-  summary = {"split": split, **result.metrics}
-  checkpoint_eval.write_evaluation(out_dir, result, summary)
-  return summary
+  return checkpoint_eval.evaluate_once(out_dir, checkpoint, "corpus", "", split, progress=True, **kwargs)
 
 
 def _pick_test_file(corpus_dir: str) -> tuple[str, str, str]:

@@ -37,6 +37,8 @@ flags.DEFINE_integer("batch_budget", 0, "Samples per batch (default: the run's v
 flags.DEFINE_string("output_dir", "", "Where to write hypotheses.jsonl and summary.json (default: print only).")
 flags.DEFINE_string("lm", "", "KenLM n-gram (ARPA or binary) for beam search (experiments/build_lm.py makes one).")
 flags.DEFINE_integer("beam_width", 0, "Beam search width (0: greedy, or 64 with --lm).")
+flags.DEFINE_string("languages", "", "Comma-separated languages to score (default: all); several languages are "
+                    "also scored each on their own.")
 flags.DEFINE_float("lm_weight", 0.5, "LM weight (alpha).")
 flags.DEFINE_float("word_score", 1.0, "Word insertion score (beta).")
 flags.DEFINE_list("grid_lm_weights", [], "LM weights to try (with --grid_word_scores): reports the best pair.")
@@ -63,7 +65,7 @@ def evaluate(f):
   if f.lm or f.beam_width or grid:
     options = beam.BeamOptions(beam_width=f.beam_width or 64, lm_weight=f.lm_weight, word_score=f.word_score)
   result = evaluate_checkpoint(f.checkpoint, f.source, f.path, f.split, tfds_name=f.tfds_name,
-                               vocab=f.vocab or None, batch_budget=f.batch_budget or None, lm=f.lm or None,
+                               languages=f.languages, vocab=f.vocab or None, batch_budget=f.batch_budget or None, lm=f.lm or None,
                                beam_options=options, grid=grid, progress=f.progress)
   decoding = "greedy" if options is None else f"beam {options.beam_width}" + (f" + {f.lm}" if f.lm else "")
   summary = {"checkpoint": f.checkpoint, "source": f.source, "path": f.path, "split": f.split, "decoding": decoding,
@@ -72,6 +74,9 @@ def evaluate(f):
     write_evaluation(f.output_dir, result, summary)
   logging.info("WER %.4f  CER %.4f  over %d utterances", result.metrics["wer"], result.metrics["cer"],
                result.metrics["utterances"])
+  for name, rates in result.metrics.get("languages", {}).items():
+    logging.info("  %-8s WER %.4f  CER %.4f  over %d utterances", name, rates["wer"], rates["cer"],
+                 rates["utterances"])
   print(json.dumps(summary))
 
 

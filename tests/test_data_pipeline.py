@@ -4,6 +4,7 @@ per-host slicing, bad input at decode time, and multilingual sampling frequencie
 import dataclasses
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ import tensorflow as tf
 
 from data_pipelines import audio, pipeline, sources, synthetic
 from data_pipelines.errors import AudioInputError
+from data_pipelines.source_config import build_index
 from data_pipelines.vocab import Vocab
+from wav2vec_jax.training import inputs
 
 tf.config.set_visible_devices([], "GPU")
 LANGS = ("en", "fr", "de")
@@ -226,6 +229,33 @@ def test_multilingual_sampling_frequencies(tmp_path):
     assert abs(share - prob) < 4 * np.sqrt(prob * (1 - prob) / total) + 0.01, (lang, share, prob)
   natural = pipeline.make_iterator(index, dataclasses.replace(cfg, multilingual_alpha=None))
   assert natural.language_probabilities == pytest.approx({"de": 2 / 32, "en": 24 / 32, "fr": 6 / 32})
+
+
+def test_languages_kept_by_name_and_low_resource_caps(folder, index):
+  """`config.data.languages` keeps some languages in every split; `config.data.language_seconds` cuts some
+  languages of the training mix to a fixed random subset (the same for a seed), keeping the others whole."""
+  data = types.SimpleNamespace(source="librispeech", path=folder[0], split="train", languages="fr,de")
+  kept = build_index(data)
+  assert set(kept.languages) == {"fr", "de"} and len(kept) == 24 and len(index) == 36
+  with pytest.raises(ValueError, match=r"config.data.languages='xx'.*its languages are \['de', 'en', 'fr'\]"):
+    build_index(types.SimpleNamespace(**vars(data) | {"languages": "xx"}))
+
+  seconds = index.num_samples() / 16_000
+  names = np.asarray(index.languages)
+  fr_total = seconds[names == "fr"].sum()
+  capped = inputs.language_subset(index, "fr=2.5", seed=0)
+  capped_seconds, capped_names = capped.num_samples() / 16_000, np.asarray(capped.languages)
+  assert 0 < capped_seconds[capped_names == "fr"].sum() <= 2.5 < fr_total
+  for other in ("en", "de"):  # whole
+    assert [i for i in capped.ids if i in set(np.asarray(index.ids)[names == other])] == list(
+        np.asarray(index.ids)[names == other])
+  assert capped.ids == inputs.language_subset(index, "fr=2.5", seed=0).ids
+  assert any(inputs.language_subset(index, "fr=2.5", seed=s).ids != capped.ids for s in (1, 2, 3))
+  for bad in ("fr", "fr=0", "fr=x", "=3"):
+    with pytest.raises(ValueError, match="is not LANGUAGE=SECONDS"):
+      inputs.language_subset(index, bad, seed=0)
+  with pytest.raises(ValueError, match=r"no training utterances of \['xx'\]"):
+    inputs.language_subset(index, "xx=3", seed=0)
 
 
 def test_config_from_config_dict():

@@ -23,8 +23,8 @@ def run(tmp_path_factory):
   root = tmp_path_factory.mktemp("eval")
   data = str(root / "data")
   for split, seed in (("train", 1), ("dev", 2)):
-    synthetic.write_librispeech_folder(data, split=split, speakers_per_language=4, utterances_per_speaker=3,
-                                       seconds=(1.0, 1.5), seed=seed)
+    synthetic.write_librispeech_folder(data, split=split, languages=("en", "fr"), speakers_per_language=2,
+                                       utterances_per_speaker=3, seconds=(1.0, 1.5), seed=seed)
   c = finetune.get_config("tiny")
   c.data.source, c.data.path, c.data.split, c.data.eval_split = "librispeech", data, "train", "dev"
   c.data.input.batch_budget, c.data.input.num_buckets = 200_000, 1  # 8 rows: one per fake device
@@ -47,6 +47,15 @@ def test_evaluating_the_best_checkpoint_reproduces_its_validation_exactly(run):
   assert abs(result.metrics["loss_ctc"] - best["val/loss_ctc"]) < 1e-4 * best["val/loss_ctc"]
   ids = [r["id"] for r in result.rows]
   assert len(set(ids)) == 12 and all(r["reference"] == scoring.normalize_text(r["reference"]) for r in result.rows)
+  # Each language scored on its own rows (speaker 1xx: en, 2xx: fr), and alone when asked for by name.
+  for name, prefix in (("en", "1"), ("fr", "2")):
+    mine = [r for r in result.rows if r["id"].startswith(prefix)]
+    assert all(r["language"] == name for r in mine) and len(mine) == 6
+    expected = scoring.error_rates([r["reference"] for r in mine], [r["hypothesis"] for r in mine])
+    assert result.metrics["languages"][name] == expected
+  alone = evaluate_checkpoint(os.path.join(workdir, "best"), "librispeech", data, "dev", languages="fr")
+  assert alone.metrics["utterances"] == 6 and "languages" not in alone.metrics
+  assert alone.metrics["cer"] == result.metrics["languages"]["fr"]["cer"]
 
 
 def test_the_entry_point_writes_hypotheses_and_a_summary(run, tmp_path):

@@ -9,7 +9,7 @@ from experiments.configs import finetune, pretrain
 from wav2vec_jax.training import initialization, loop, optim, train_state
 
 FINETUNE = sorted(finetune._RECIPES)  # pylint: disable=protected-access
-PRETRAIN = ["tiny", "base", "large", "xlsr_53"]
+PRETRAIN = ["tiny", "base", "large", "xlsr_53", "xlsr_tiny", "xlsr_tiny_natural"]
 
 
 def _abstract_state(config):
@@ -60,6 +60,19 @@ def test_pretraining_recipe_builds(name):
   loop.validate_config(config)
   task, _, state = _abstract_state(config)
   assert task.name == "pretrain" and "quantizer" in state.params
+
+
+def test_small_scale_xlsr_configs_differ_only_in_alpha():
+  """experiments/xlsr.py's comparison: the same unequal mix, sampled with α = 0.5 and α = 1.0."""
+  half, natural = pretrain.get_config("xlsr_tiny"), pretrain.get_config("xlsr_tiny_natural")
+  assert half.data.input.multilingual_alpha == 0.5 and natural.data.input.multilingual_alpha == 1.0
+  assert half.data.language_seconds == natural.data.language_seconds == pretrain.LOW_RESOURCE != ""
+  half.data.input.multilingual_alpha = natural.data.input.multilingual_alpha
+  half.recipe = natural.recipe
+  assert half.to_dict() == natural.to_dict()
+  alone = finetune.get_config("xlsr_tiny_cs")
+  assert alone.data.languages == "cs" and finetune.get_config("xlsr_tiny").data.languages == ""
+  assert alone.model.to_dict() == finetune.get_config("tiny").model.to_dict()
 
 
 def test_unknown_recipe_and_bad_values_name_the_field():

@@ -26,6 +26,8 @@ def base_config(task: str, variant: str) -> ml_collections.ConfigDict:
   c.data.labels = "auto"  # manifests: "ltr", "wrd" or "auto"
   c.data.vocab = ""  # CTC: dict.ltr.txt or vocab.json ("" = the init checkpoint's, else built from transcripts)
   c.data.train_seconds = 0.0  # CTC: train on a fixed random subset of this much audio (600 = 10 min; 0 = all)
+  c.data.languages = ""  # comma-separated languages kept in every split and the vocabulary ("" = all)
+  c.data.language_seconds = ""  # training audio per language, e.g. "cs=60,pl=180": a fixed random subset ("" = all)
   c.data.input = ml_collections.ConfigDict(dataclasses.asdict(InputConfig()))
 
   c.optim = ml_collections.ConfigDict()

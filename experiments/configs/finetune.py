@@ -7,7 +7,8 @@ r"""CTC fine-tuning recipes (fairseq examples/wav2vec/config/finetuning, arXiv 2
       --workdir=gs://bucket/base_10h
 
 Variants: tiny, base_{10m,1h,10h,100h,960h}, large_{10m,1h,10h,100h,960h} (fairseq's vox_* on LARGE LV-60),
-xlsr_53 (a Common Voice language). All: tri-stage [0.1, 0.4, 0.5] from 0.01 to 0.05 of the peak, Adam (0.9, 0.98)
+xlsr_53 (a Common Voice language), xlsr_tiny (the tiny recipe on all the corpus's languages) and xlsr_tiny_<L>, e.g.
+xlsr_tiny_cs (on the corpus language L alone: trained, validated and scored on L, its vocabulary L's letters only). All: tri-stage [0.1, 0.4, 0.5] from 0.01 to 0.05 of the peak, Adam (0.9, 0.98)
 eps 1e-8 without weight decay, CTC zero-infinity averaged per sentence, conv encoder frozen (feature_grad_mult 0),
 activation dropout 0.1, time masks of 10 frames, channel masks of 64, best checkpoint by validation WER.
 `data.input.batch_budget` is the whole update's batch in samples (per-GPU max_tokens x GPUs x update_freq) and
@@ -37,11 +38,15 @@ _RECIPES = {
     # CPU recipe on the generated corpus: same mechanics, sized for a 32-wide model and minutes of training.
     "tiny": ("tiny", 1_500, 5e-3, 300, 0.2, 0.1, 0.0, 256_000, 1, 1, True, 0),
 }
+_RECIPES["xlsr_tiny"] = _RECIPES["tiny"]
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the fine-tuning config of a recipe ("tiny" by default)."""
   name = arg or "tiny"
+  language = name[len("xlsr_tiny_"):] if name.startswith("xlsr_tiny_") else ""
+  if language:
+    name = "xlsr_tiny"
   if name not in _RECIPES:
     raise ValueError(f"unknown fine-tuning recipe {name!r}; choose one of {sorted(_RECIPES)}")
   (variant, updates, lr, freeze, mask_prob, channel_prob, layerdrop, per_gpu, gpus, update_freq, normalize,
@@ -83,6 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every = 1_000
   c.log_every = 200
 
+  if language:
+    c.recipe = f"xlsr_tiny_{language}"
+    c.data.languages = language
   if variant == "tiny":
     c.model.mask_time_length = 5
     c.model.mask_channel_length = 4  # the tiny model has 32 channels

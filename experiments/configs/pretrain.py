@@ -1,4 +1,5 @@
-"""wav2vec 2.0 pre-training configs: `tiny` (CPU, generated corpus), `base`, `large`, `xlsr_53`.
+"""wav2vec 2.0 pre-training configs: `tiny` (CPU, generated corpus), `base`, `large`, `xlsr_53`, and XLSR at small
+scale on the generated corpus: `xlsr_tiny` (alpha 0.5) and `xlsr_tiny_natural` (alpha 1.0).
 
   python experiments/pretrain.py --workdir=/tmp/w2v                                   # tiny on the default corpus
   python experiments/pretrain.py --config=experiments/configs/pretrain.py:base \\
@@ -10,6 +11,9 @@ Recipes (fairseq examples/wav2vec/config/pretraining, arXiv 2006.11477 / 2006.13
   LARGE: batch 1.2M samples x 128 GPUs, 600k updates (paper), warmup 32k, peak lr 3e-4 (paper), crop 320k,
          per-utterance normalisation.
   XLSR-53: the LARGE recipe on a multilingual mix sampled with p_l ~ (n_l/N)^0.5.
+  xlsr_tiny / xlsr_tiny_natural: the tiny recipe on the corpus's 8 languages made unequal (`LOW_RESOURCE`: Czech cut
+         to 60 s, Polish to 180 s, the others ~550 s each), sampled with alpha 0.5 / 1.0 (experiments/xlsr.py runs both
+         and compares them).
 `data.input.batch_budget` is the *global* batch in samples; with fewer chips, raise `optim.grad_accum` to keep the
 effective batch of the recipe (e.g. BASE on 8 chips: budget 11.2M, grad_accum 8).
 """
@@ -17,6 +21,9 @@ effective batch of the recipe (e.g. BASE on 8 chips: budget 11.2M, grad_accum 8)
 import ml_collections
 
 from experiments.configs.common import base_config
+
+# The multilingual mix of the small-scale XLSR configs: the least-represented language first.
+LOW_RESOURCE = "cs=60,pl=180"
 
 
 def _recipe(variant: str):
@@ -29,14 +36,21 @@ def _recipe(variant: str):
                     alpha=None),
       "xlsr_53": dict(budget=1_200_000 * 128, crop=320_000, lr=3e-4, warmup=32_000, steps=600_000, normalize=True,
                       alpha=0.5),
+      "xlsr_tiny": dict(budget=256_000, crop=32_000, lr=5e-3, warmup=10, steps=1500, normalize=True, alpha=0.5),
+      "xlsr_tiny_natural": dict(budget=256_000, crop=32_000, lr=5e-3, warmup=10, steps=1500, normalize=True,
+                                alpha=1.0),
   }[variant]
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the pre-training config of a variant ("tiny" by default)."""
-  variant = arg or "tiny"
-  recipe = _recipe(variant)
+  name = arg or "tiny"
+  recipe = _recipe(name)
+  variant = "tiny" if name.startswith("xlsr_tiny") else name  # the model
   c = base_config("pretrain", variant)
+  c.recipe = name
+  if name.startswith("xlsr_tiny"):
+    c.data.language_seconds = LOW_RESOURCE
   # The tiny model sits at chance for 400-700 updates (varies with the seed), then learns (~2.3 bits, accuracy
   # ~0.4 by step 1000-1200).
   if variant == "tiny":  # no dropout, full gradient into the conv encoder

@@ -10,14 +10,14 @@ from absl import logging
 
 from data_pipelines import pipeline, storage
 from data_pipelines.source_config import build_index
-from wav2vec_jax.inference import beam
+from wav2vec_jax.inference import beam, scoring
 from wav2vec_jax.inference.evaluation import Evaluation, Evaluator
 from wav2vec_jax.inference.recognizer import checkpoint_folder, load_ctc_model
 from wav2vec_jax.training import inputs, partitioning
 
 
 def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, tfds_name: str = "",
-                        labels: str = "auto", vocab: str | None = None, batch_budget: int | None = None,
+                        labels: str = "auto", languages: str = "", vocab: str | None = None, batch_budget: int | None = None,
                         normalize: bool | None = None, lm: str | None = None,
                         beam_options: beam.BeamOptions | None = None, grid=(), progress: bool = False) -> Evaluation:
   """WER/CER of a CTC checkpoint, greedy or beam search (+ a KenLM n-gram).
@@ -25,7 +25,8 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
   Args:
     checkpoint: a `save_pretrained` directory (e.g. a fine-tuning run's `<workdir>/best`), a training workdir, a
       Hugging Face directory or a fairseq `.pt`.
-    source, path, split, tfds_name, labels: the data, as `config.data` of a training config.
+    source, path, split, tfds_name, labels, languages: the data, as `config.data` of a training config
+      (languages: comma-separated languages kept; "" = all).
     vocab: vocabulary file; default: `vocab.json` (or `dict.ltr.txt`) next to the checkpoint.
     batch_budget: samples per batch; default: the run's validation setting (`input.json` next to the checkpoint).
     normalize: per-utterance normalisation; default: the run's setting (else off).
@@ -36,7 +37,8 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
       `metrics["word_score"]`.
     progress: a progress bar over batches.
   Returns:
-    Evaluation: metrics {"wer", "cer", "loss_ctc", "utterances"} and one row per utterance.
+    Evaluation: metrics {"wer", "cer", "loss_ctc", "utterances", and where the split has several languages
+    "languages": {name: {"wer", "cer", "utterances"}}} and one row per utterance (with its "language").
   """
   model, variables, vocabulary = load_ctc_model(checkpoint, vocab)
   saved = storage.join(checkpoint_folder(checkpoint), inputs.INPUT_FILE)
@@ -50,8 +52,10 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
     overrides["normalize"] = normalize
   config = dataclasses.replace(config, **overrides)
   logging.info("evaluating %s on %s %s %s (normalize=%s)", checkpoint, source, path, split, config.normalize)
-  data_config = types.SimpleNamespace(source=source, path=path, split=split, tfds_name=tfds_name, labels=labels)
-  data = pipeline.make_iterator(build_index(data_config), config, vocab=vocabulary,
+  data_config = types.SimpleNamespace(source=source, path=path, split=split, tfds_name=tfds_name, labels=labels,
+                                      languages=languages)
+  index = build_index(data_config)
+  data = pipeline.make_iterator(index, config, vocab=vocabulary,
                                 process_index=jax.process_index(), process_count=jax.process_count())
   mesh = partitioning.make_mesh(-1, 1, 1)
   rules = partitioning.logical_axis_rules("data")
@@ -60,13 +64,13 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
                             jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     evaluator = Evaluator(model, data, vocabulary, partitioning.host_to_global(mesh, rules))
     if not (lm or beam_options or grid):
-      return evaluator(params, progress=progress)
+      return by_language(evaluator(params, progress=progress), index)
     scored = evaluator.score(params, progress=progress)
   options = beam_options or beam.BeamOptions()
   decoder = beam.BeamSearchDecoder(vocabulary, lm, options)
   try:
     if not grid:
-      return scored.decode(decoder)
+      return by_language(scored.decode(decoder), index)
     table = []
     for lm_weight, word_score in grid:
       result = scored.decode(decoder, dataclasses.replace(options, lm_weight=lm_weight, word_score=word_score))
@@ -79,10 +83,39 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
   best = min(table, key=lambda r: (r["wer"], r["cer"]))
   best["result"].metrics.update(lm_weight=best["lm_weight"], word_score=best["word_score"],
                                 grid=[{k: v for k, v in r.items() if k != "result"} for r in table])
-  return best["result"]
+  return by_language(best["result"], index)
+
+
+def by_language(result: Evaluation, index) -> Evaluation:
+  """Adds each row's "language" (from `index`, an `AudioIndex`) and, where there are several, the error rates of
+  each language to `result.metrics["languages"]` ({name: {"wer", "cer", "utterances"}})."""
+  language_of = dict(zip(index.ids, index.languages))
+  for row in result.rows:
+    row["language"] = language_of.get(row["id"], "")
+  names = sorted({row["language"] for row in result.rows})
+  if len(names) > 1:
+    result.metrics["languages"] = {
+        name: scoring.error_rates([r["reference"] for r in result.rows if r["language"] == name],
+                                  [r["hypothesis"] for r in result.rows if r["language"] == name])
+        for name in names}
+  return result
 
 
 HYPOTHESES_FILE, SUMMARY_FILE = "hypotheses.jsonl", "summary.json"
+
+
+def evaluate_once(out_dir: str, checkpoint: str, source: str, path: str, split: str, **kwargs) -> dict:
+  """Scores `checkpoint` (`evaluate_checkpoint`'s arguments) and writes the evaluation to `out_dir`, or reads the
+  summary a previous call wrote there (a rerun of a multi-stage job skips it); returns the summary: the split and
+  the metrics."""
+  import json  # pylint: disable=g-import-not-at-top
+  summary_path = storage.Path(out_dir) / SUMMARY_FILE
+  if summary_path.exists():
+    return json.loads(summary_path.read_text())
+  result = evaluate_checkpoint(checkpoint, source, path, split, **kwargs)
+  summary = {"split": split, **result.metrics}
+  write_evaluation(out_dir, result, summary)
+  return summary
 
 
 def write_evaluation(out_dir: str, result: Evaluation, summary: dict) -> None:

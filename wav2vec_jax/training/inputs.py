@@ -34,13 +34,65 @@ def labelled_subset(index: AudioIndex, seconds: float, seed: int) -> AudioIndex:
   """
   if seconds <= 0:
     return index
-  order = np.random.default_rng([seed, 7]).permutation(len(index))
-  lengths = index.num_samples() / 16000.0
-  keep = order[np.cumsum(np.maximum(lengths[order], 0)) <= seconds]
+  keep = _take_seconds(index, np.arange(len(index)), seconds, seed)
   if keep.size == 0:
     raise ValueError(f"config.data.train_seconds={seconds}: shorter than any utterance")
-  logging.info("labelled subset: %d of %d utterances, %.1f s", keep.size, len(index), lengths[keep].sum())
+  logging.info("labelled subset: %d of %d utterances, %.1f s", keep.size, len(index), _seconds(index, keep))
   return index.select(np.sort(keep))
+
+
+def parse_language_seconds(text: str) -> dict[str, float]:
+  """"cs=60,pl=180" -> {"cs": 60.0, "pl": 180.0} (config.data.language_seconds)."""
+  caps = {}
+  for item in text.split(","):
+    name, _, value = (part.strip() for part in item.partition("="))
+    try:
+      seconds = float(value)
+    except ValueError:
+      seconds = 0.0
+    if not name or not seconds > 0:
+      raise ValueError(f"config.data.language_seconds={text!r}: {item.strip()!r} is not LANGUAGE=SECONDS with "
+                       "SECONDS > 0 (e.g. 'cs=60,pl=180')")
+    caps[name] = seconds
+  return caps
+
+
+def language_subset(index: AudioIndex, language_seconds: str, seed: int) -> AudioIndex:
+  """Caps the audio of some languages at a fixed random subset of about the given seconds each (a low-resource
+  language in a multilingual mix); the other languages are kept whole.
+
+  Args:
+    index: the training utterances.
+    language_seconds: "LANGUAGE=SECONDS,..." (config.data.language_seconds); "" keeps everything.
+    seed: the same seed gives the same subset on every host and relaunch.
+  """
+  if not language_seconds:
+    return index
+  caps = parse_language_seconds(language_seconds)
+  names = np.asarray(index.languages, dtype=object)
+  unknown = sorted(set(caps) - set(index.languages))
+  if unknown:
+    raise ValueError(f"config.data.language_seconds={language_seconds!r}: no training utterances of {unknown}; "
+                     f"the languages are {sorted(set(index.languages))}")
+  keep = [np.flatnonzero(~np.isin(names, list(caps)))]
+  for name, seconds in sorted(caps.items()):
+    chosen = _take_seconds(index, np.flatnonzero(names == name), seconds, seed)
+    if chosen.size == 0:
+      raise ValueError(f"config.data.language_seconds: {name}={seconds:g} is shorter than any of its utterances")
+    logging.info("language %s: %d utterances, %.1f s", name, chosen.size, _seconds(index, chosen))
+    keep.append(chosen)
+  return index.select(np.sort(np.concatenate(keep)))
+
+
+def _seconds(index: AudioIndex, positions: np.ndarray) -> float:
+  return float(np.maximum(index.num_samples()[positions], 0).sum() / 16000.0)
+
+
+def _take_seconds(index: AudioIndex, positions: np.ndarray, seconds: float, seed: int) -> np.ndarray:
+  """`positions` in a seeded random order, up to `seconds` of audio in all."""
+  order = positions[np.random.default_rng([seed, 7]).permutation(len(positions))]
+  lengths = np.maximum(index.num_samples()[order], 0) / 16000.0
+  return order[np.cumsum(lengths) <= seconds]
 
 
 def load_vocab(config, workdir: str, init_dir: str | None) -> tuple[Vocab, str]:
@@ -64,7 +116,9 @@ def make_inputs(config, mode: str, batch_multiple: int, vocab: Vocab | None, pro
   fields = config.data.input.to_dict()
   fields.update(mode=mode, batch_multiple=batch_multiple)
   train_config = pipeline.InputConfig.from_dict(fields)
-  index = labelled_subset(build_index(config.data), config.data.get("train_seconds", 0), config.data.input.seed)
+  seed = config.data.input.seed
+  index = language_subset(build_index(config.data), config.data.get("language_seconds", ""), seed)
+  index = labelled_subset(index, config.data.get("train_seconds", 0), seed)
   train = pipeline.make_iterator(index, train_config, vocab=vocab, process_index=process_index,
                                  process_count=process_count)
   eval_split = config.data.get("eval_split", "")
