@@ -37,6 +37,8 @@ flags.DEFINE_list("alpha_configs", ["xlsr_tiny", "xlsr_tiny_natural"],
                   "Pre-training variants of experiments/configs/pretrain.py, one run each.")
 flags.DEFINE_integer("pretrain_steps", 0, "Pre-training updates (0: the config's).")
 flags.DEFINE_integer("finetune_steps", 0, "Fine-tuning updates (0: the config's).")
+flags.DEFINE_integer("seed", 0, "Seed of initialisation, masks and data order of every run (the mix stays the same); "
+                     "a non-zero seed writes to alpha<α>_seed<seed>.")
 flags.DEFINE_string("compilation_cache_dir", os.path.expanduser("~/.cache/wav2vec_jax/xla"),
                     "Persistent XLA compilation cache (empty: off).")
 
@@ -69,18 +71,20 @@ def run_alpha(variant: str, f) -> dict:
 
   start = time.perf_counter()
   config = pretrain_configs.get_config(variant)
+  config.seed = f.seed
   if f.pretrain_steps:
     config.total_steps = f.pretrain_steps
   alpha = config.data.input.multilingual_alpha
-  root = storage.join(storage.absolute(f.workdir), f"alpha{alpha:g}")
+  root = storage.join(storage.absolute(f.workdir), f"alpha{alpha:g}" + (f"_seed{f.seed}" if f.seed else ""))
   pre_dir = storage.join(root, "pretrain")
   logging.info("==== α=%g: multilingual pre-training (%s) -> %s", alpha, variant, pre_dir)
   loop.train_and_evaluate(config, pre_dir)
 
   low = _low_resource_language()
-  result = {"alpha": alpha, "config": variant, "shares": pretraining_shares(config)}
+  result = {"alpha": alpha, "config": variant, "seed": f.seed, "shares": pretraining_shares(config)}
   for name, recipe in (("all", "xlsr_tiny"), (low, f"xlsr_tiny_{low}")):
     tuned = finetune_configs.get_config(recipe)
+    tuned.seed = f.seed
     if f.finetune_steps:
       tuned.total_steps = f.finetune_steps
     tuned.init_from = pre_dir
@@ -114,11 +118,17 @@ def table(results: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _results_file(seed: int) -> str:
+  return "xlsr.json" if not seed else f"xlsr_seed{seed}.json"
+
+
 def run(f) -> list[dict]:
+  """Every α of --alpha_configs in turn (the corpus generated first if missing); the results, as `run_alpha`
+  returns them, also written to `<workdir>/xlsr.json`."""
   from data_pipelines import corpus, storage  # pylint: disable=g-import-not-at-top
   corpus.ensure_default_corpus()
   results = [run_alpha(variant, f) for variant in f.alpha_configs]
-  storage.write_text(storage.join(storage.absolute(f.workdir), "xlsr.json"), json.dumps(results, indent=2))
+  storage.write_text(storage.join(storage.absolute(f.workdir), _results_file(f.seed)), json.dumps(results, indent=2))
   return results
 
 
@@ -130,7 +140,8 @@ def main(argv):
   results = runtime.stop_on(train.EXPECTED_ERRORS, run, f)
   print("\n" + table(results), flush=True)
   print(f"\nwall time {sum(r['seconds'] for r in results) / 60:.1f} min; results: "
-        f"{os.path.join(f.workdir, 'xlsr.json')}", flush=True)
+        f"{os.path.join(f.workdir, _results_file(f.seed))}",
+        flush=True)
 
 
 if __name__ == "__main__":
