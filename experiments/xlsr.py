@@ -12,6 +12,7 @@ The corpus's 8 languages are made unequal for pre-training (`pretrain.LOW_RESOUR
   <workdir>/alpha<α>/finetune_all    CTC on the labelled train split of all languages (finetune.py:xlsr_tiny)
   <workdir>/alpha<α>/finetune_<L>    CTC on the least-represented language L alone (finetune.py:xlsr_tiny_<L>)
   <workdir>/alpha<α>/eval_*          greedy test-split scores (hypotheses.jsonl, summary.json)
+  <workdir>/alpha<α>/result.json     this α's shares and scores (all of the run's α together: <workdir>/xlsr.json)
 
 Every stage resumes or is skipped when run again. Ends by printing each language's pre-training share and its
 test CER per α, and writes `<workdir>/xlsr.json`.
@@ -64,7 +65,8 @@ def pretraining_shares(config) -> dict[str, dict[str, float]]:
 
 def run_alpha(variant: str, f) -> dict:
   """Pre-trains with `variant`, fine-tunes on all languages and on the least-represented one, scores both on the
-  test split; returns {"alpha", "shares", "all": summary, "<L>": summary, "seconds"}."""
+  test split; returns (and writes to `<workdir>/alpha<α>/result.json`) {"alpha", "config", "seed", "shares",
+  "all": summary, "<L>": summary, "seconds"}."""
   from data_pipelines import storage  # pylint: disable=g-import-not-at-top
   from wav2vec_jax.inference import checkpoint_eval  # pylint: disable=g-import-not-at-top
   from wav2vec_jax.training import loop  # pylint: disable=g-import-not-at-top
@@ -95,6 +97,7 @@ def run_alpha(variant: str, f) -> dict:
     result[name] = checkpoint_eval.evaluate_once(storage.join(root, f"eval_{name}"), out, "corpus", "", "test",
                                                  languages=tuned.data.languages, progress=True)
   result["seconds"] = round(time.perf_counter() - start, 1)
+  storage.write_text(storage.join(root, "result.json"), json.dumps(result, indent=2))
   return result
 
 
