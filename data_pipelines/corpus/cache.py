@@ -73,7 +73,8 @@ def ensure_corpus(config: build.CorpusConfig, cache_dir: str | os.PathLike | Non
 
 
 def ensure_default_corpus(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
-  """Returns the project's default corpus (about 1.5 h, 8 languages), generating it on first use (~40 s on 2 cores).
+  """Returns the project's default corpus (about 1.5 h, 8 languages), generating it on first use (~3.5 min on 2
+  cores).
 
   Args:
     cache_dir: cache root; defaults to `cache_root()` (`$WAV2VEC_JAX_DATA/corpus` or `~/.cache/wav2vec_jax/corpus`).

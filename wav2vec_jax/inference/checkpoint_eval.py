@@ -17,8 +17,8 @@ from wav2vec_jax.training import inputs, partitioning
 
 
 def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, tfds_name: str = "",
-                        labels: str = "auto", languages: str = "", vocab: str | None = None, batch_budget: int | None = None,
-                        normalize: bool | None = None, lm: str | None = None,
+                        labels: str = "auto", languages: str = "", vocab: str | None = None,
+                        batch_budget: int | None = None, normalize: bool | None = None, lm: str | None = None,
                         beam_options: beam.BeamOptions | None = None, grid=(), progress: bool = False) -> Evaluation:
   """WER/CER of a CTC checkpoint, greedy or beam search (+ a KenLM n-gram).
 
