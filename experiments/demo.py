@@ -86,7 +86,7 @@ def run(f) -> dict:
   times["corpus"] = time.perf_counter() - t
 
   t = _stage(2, "pretrain", f"wav2vec 2.0 pre-training ({f.pretrain_config.model_variant}) -> {pre_dir}")
-  loop.train_and_evaluate(f.pretrain_config, pre_dir)
+  loop.train_and_evaluate(f.pretrain_config, pre_dir, raise_when_stopped=True)
   times["pretrain"] = time.perf_counter() - t
 
   t = _stage(3, "finetune", f"CTC fine-tuning from the pre-trained model -> {ft_dir}")
@@ -94,7 +94,7 @@ def run(f) -> dict:
   finetune_config.init_from = pre_dir
   if not finetune_config.data.eval_split:
     finetune_config.data.eval_split = "dev"
-  loop.train_and_evaluate(finetune_config, ft_dir)
+  loop.train_and_evaluate(finetune_config, ft_dir, raise_when_stopped=True)
   times["finetune"] = time.perf_counter() - t
 
   t = _stage(4, "lm", "a 3-gram word LM from the train transcripts")
@@ -174,7 +174,8 @@ def main(argv):
   f = flags.FLAGS
   runtime.start_entry_point(f.compilation_cache_dir)
   import train  # pylint: disable=g-import-not-at-top  # experiments/train.py: the errors a run stops on
-  report = runtime.stop_on(train.EXPECTED_ERRORS, run, f)
+  from wav2vec_jax.training import loop  # pylint: disable=g-import-not-at-top
+  report = runtime.stop_on(train.EXPECTED_ERRORS + (loop.TrainingStopped,), run, f)
   _print_report(report)
 
 

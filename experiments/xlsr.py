@@ -80,7 +80,7 @@ def run_alpha(variant: str, f) -> dict:
   root = storage.join(storage.absolute(f.workdir), f"alpha{alpha:g}" + (f"_seed{f.seed}" if f.seed else ""))
   pre_dir = storage.join(root, "pretrain")
   logging.info("==== α=%g: multilingual pre-training (%s) -> %s", alpha, variant, pre_dir)
-  loop.train_and_evaluate(config, pre_dir)
+  loop.train_and_evaluate(config, pre_dir, raise_when_stopped=True)
 
   low = _low_resource_language()
   result = {"alpha": alpha, "config": variant, "seed": f.seed, "shares": pretraining_shares(config)}
@@ -92,7 +92,7 @@ def run_alpha(variant: str, f) -> dict:
     tuned.init_from = pre_dir
     out = storage.join(root, f"finetune_{name}")
     logging.info("==== α=%g: CTC fine-tuning on %s (%s) -> %s", alpha, name, recipe, out)
-    loop.train_and_evaluate(copy.deepcopy(tuned), out)
+    loop.train_and_evaluate(copy.deepcopy(tuned), out, raise_when_stopped=True)
     logging.info("==== α=%g: scoring the %s model on the test split", alpha, name)
     result[name] = checkpoint_eval.evaluate_once(storage.join(root, f"eval_{name}"), out, "corpus", "", "test",
                                                  languages=tuned.data.languages, progress=True)
@@ -140,7 +140,8 @@ def main(argv):
   f = flags.FLAGS
   runtime.start_entry_point(f.compilation_cache_dir)
   import train  # pylint: disable=g-import-not-at-top  # experiments/train.py: the errors a run stops on
-  results = runtime.stop_on(train.EXPECTED_ERRORS, run, f)
+  from wav2vec_jax.training import loop  # pylint: disable=g-import-not-at-top
+  results = runtime.stop_on(train.EXPECTED_ERRORS + (loop.TrainingStopped,), run, f)
   print("\n" + table(results), flush=True)
   print(f"\nwall time {sum(r['seconds'] for r in results) / 60:.1f} min; results: "
         f"{os.path.join(f.workdir, _results_file(f.seed))}",

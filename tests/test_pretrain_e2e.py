@@ -137,6 +137,24 @@ def test_sigterm_saves_and_sigkill_resume_is_exact(tmp_path):
                         resumed=stopped_at)
 
 
+def test_a_sigterm_stops_the_main_job_instead_of_fine_tuning_an_unfinished_model(tmp_path):
+  """A termination request during pre-training saves a checkpoint and ends the whole job with one line (exit 1);
+  fine-tuning never starts from the unfinished model (`loop.TrainingStopped`)."""
+  root = str(tmp_path / "demo")
+  proc = e2e.launch("demo.py", root, "--pretrain_config.total_steps=40", "--pretrain_config.log_every=1",
+                    "--pretrain_config.checkpoint_every=100", "--pretrain_config.measure_peak_flops=false",
+                    "--pretrain_config.plots=false", "--pretrain_config.data.input.batch_budget=32000")
+  e2e.wait_for_step(proc, os.path.join(root, "pretrain"), 2)
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=300)
+  out = e2e.output(proc)
+  stopped_at = e2e.metrics(os.path.join(root, "pretrain"))[-1]["step"]
+  assert proc.returncode == 1 and stopped_at < 40, out[-3000:]
+  assert f"stopped: TrainingStopped: {os.path.join(root, 'pretrain')}: stopped at step {stopped_at} of 40" in out
+  assert e2e.checkpoint_steps(os.path.join(root, "pretrain"))[-1] == stopped_at
+  assert not os.path.exists(os.path.join(root, "finetune")) and "3/6 finetune" not in out
+
+
 def test_finetuning_sigkill_either_side_of_the_freeze_is_exact(tmp_path):
   # The trunk is held for 7 updates: one kill while it is frozen, one after it started training.
   rng = random.Random(1)

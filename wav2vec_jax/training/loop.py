@@ -39,6 +39,11 @@ class ConfigError(ValueError):
   """A config value no run can use, or one that does not fit the workdir's checkpoints; names the field."""
 
 
+class TrainingStopped(RuntimeError):
+  """A termination request (SIGTERM, a preemption notice) stopped the run before `total_steps`; its checkpoint is
+  saved. Raised only for callers that go on to another stage (`train_and_evaluate(..., raise_when_stopped=True)`)."""
+
+
 def validate_config(config) -> None:
   """Fails early, naming the field, on values no run can use."""
   task = config.get("task", "pretrain")
@@ -142,13 +147,15 @@ def _save_best(workdir: str, model, params, vocab: Vocab, eval_data, step: int, 
     storage.write_text(storage.join(directory, "best.json"), json.dumps({"step": step, **scores}, indent=2))
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config, workdir: str, *, raise_when_stopped: bool = False) -> dict[str, float]:
   """Trains the task of `config.task` ("pretrain" or "ctc").
 
   Args:
     config: ConfigDict from `experiments/configs/pretrain.py` or `finetune.py`.
     workdir: checkpoints, metrics.jsonl, TensorBoard events, the model config, the vocabulary and (fine-tuning)
       the best checkpoint by validation WER go here.
+    raise_when_stopped: a termination request before `total_steps` raises `TrainingStopped` (after saving) instead
+      of returning, so that a job of several stages does not go on with an unfinished model.
   Returns:
     The metrics of the last logged step (float dict), validation metrics included.
   """
@@ -159,13 +166,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     checkpointer = checkpointing.Checkpointer(storage.join(workdir, "checkpoints"), config.checkpoint_every,
                                               config.keep_checkpoints, config.async_checkpoints)
     try:
-      return _train(config, workdir, lock, checkpointer)
+      last, step = _train(config, workdir, lock, checkpointer)
     finally:
       checkpointer.close()  # waits for the last asynchronous save
+  if raise_when_stopped and step < config.total_steps:
+    raise TrainingStopped(f"{workdir}: stopped at step {step} of {config.total_steps} by a termination request; "
+                          "its checkpoint is saved: run the same command again to resume")
+  return last
 
 
 def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: checkpointing.Checkpointer):
-  """`train_and_evaluate` once the workdir is ours."""
+  """`train_and_evaluate` once the workdir is ours; returns (last metrics, the step it stopped at)."""
   is_ctc = config.get("task", "pretrain") == "ctc"
   latest = checkpointer.latest_step()
 
@@ -328,4 +339,4 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
       writer.plot()
     writer.close()
   logging.info("done at step %d: %s", step, {k: last[k] for k in sorted(last) if k.startswith(("loss", "val"))})
-  return last
+  return last, step
