@@ -29,6 +29,10 @@ KINDS = (
 _MAX_LOGGED_PER_KIND = 20
 
 
+class DataConfigError(ValueError):
+  """A data setting (`config.data.*`) that does not fit the data; the message names the field and the fix."""
+
+
 class AudioInputError(ValueError):
   """A bad input file or utterance. `str(error)` names the file and the problem.
 

@@ -1,6 +1,7 @@
 """The utterance index of a data config (`config.data` of a training config, or evaluate.py's flags)."""
 
 from data_pipelines import storage
+from data_pipelines.errors import DataConfigError
 from data_pipelines.sources import AudioIndex
 
 
@@ -23,7 +24,7 @@ def select_languages(index: AudioIndex, languages) -> AudioIndex:
   present = sorted(set(index.languages))
   missing = sorted(set(languages) - set(present))
   if missing:
-    raise ValueError(f"config.data.languages={','.join(languages)!r}: no utterances of {missing} in this split; "
+    raise DataConfigError(f"config.data.languages={','.join(languages)!r}: no utterances of {missing} in this split; "
                      f"its languages are {present}")
   wanted = set(languages)
   return index.select([i for i, name in enumerate(index.languages) if name in wanted])

@@ -19,7 +19,7 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from data_pipelines.errors import AudioInputError  # noqa: E402  pylint: disable=g-import-not-at-top
+from data_pipelines.errors import AudioInputError, DataConfigError  # noqa: E402  pylint: disable=g-import-not-at-top
 from data_pipelines.vocab import VocabError  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.inference import beam  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.inference.checkpoint_eval import evaluate_checkpoint, write_evaluation  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -46,8 +46,8 @@ flags.DEFINE_list("grid_word_scores", [], "Word scores to try.")
 flags.DEFINE_bool("progress", True, "A progress bar.")
 flags.mark_flag_as_required("checkpoint")
 
-EXPECTED_ERRORS = (RecognizerError, AudioInputError, beam.LanguageModelError, VocabError, CheckpointMismatchError,
-                   FileNotFoundError)
+EXPECTED_ERRORS = (RecognizerError, AudioInputError, DataConfigError, beam.LanguageModelError, VocabError,
+                   CheckpointMismatchError, FileNotFoundError)
 
 
 def main(argv):
@@ -65,8 +65,8 @@ def evaluate(f):
   if f.lm or f.beam_width or grid:
     options = beam.BeamOptions(beam_width=f.beam_width or 64, lm_weight=f.lm_weight, word_score=f.word_score)
   result = evaluate_checkpoint(f.checkpoint, f.source, f.path, f.split, tfds_name=f.tfds_name,
-                               languages=f.languages, vocab=f.vocab or None, batch_budget=f.batch_budget or None, lm=f.lm or None,
-                               beam_options=options, grid=grid, progress=f.progress)
+                               languages=f.languages, vocab=f.vocab or None, batch_budget=f.batch_budget or None,
+                               lm=f.lm or None, beam_options=options, grid=grid, progress=f.progress)
   decoding = "greedy" if options is None else f"beam {options.beam_width}" + (f" + {f.lm}" if f.lm else "")
   summary = {"checkpoint": f.checkpoint, "source": f.source, "path": f.path, "split": f.split, "decoding": decoding,
              **result.metrics}

@@ -16,14 +16,15 @@ from ml_collections import config_flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout
 
-from data_pipelines.errors import AudioInputError  # noqa: E402  pylint: disable=g-import-not-at-top
+from data_pipelines.errors import AudioInputError, DataConfigError  # noqa: E402  pylint: disable=g-import-not-at-top
 from data_pipelines.vocab import VocabError  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.interop.convert import CheckpointMismatchError  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.training import checkpointing, loop, runtime, workdir_lock  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # Errors whose message names the file or field and the fix (bad input, config, checkpoints, runaway runs).
-EXPECTED_ERRORS = (AudioInputError, VocabError, CheckpointMismatchError, checkpointing.CheckpointError,
-                   workdir_lock.WorkdirLockedError, loop.BadStepsError, loop.ConfigError, FileNotFoundError)
+EXPECTED_ERRORS = (AudioInputError, DataConfigError, VocabError, CheckpointMismatchError,
+                   checkpointing.CheckpointError, workdir_lock.WorkdirLockedError, loop.BadStepsError,
+                   loop.ConfigError, FileNotFoundError)
 
 
 def define_flags(default_config: str, default_workdir: str) -> None:

@@ -8,6 +8,7 @@ from absl import logging
 
 from data_pipelines import pipeline
 from data_pipelines import storage
+from data_pipelines.errors import DataConfigError
 from data_pipelines.source_config import build_index
 from data_pipelines.sources import AudioIndex
 from data_pipelines.vocab import Vocab
@@ -36,7 +37,7 @@ def labelled_subset(index: AudioIndex, seconds: float, seed: int) -> AudioIndex:
     return index
   keep = _take_seconds(index, np.arange(len(index)), seconds, seed)
   if keep.size == 0:
-    raise ValueError(f"config.data.train_seconds={seconds}: shorter than any utterance")
+    raise DataConfigError(f"config.data.train_seconds={seconds}: shorter than any utterance")
   logging.info("labelled subset: %d of %d utterances, %.1f s", keep.size, len(index), _seconds(index, keep))
   return index.select(np.sort(keep))
 
@@ -51,7 +52,7 @@ def parse_language_seconds(text: str) -> dict[str, float]:
     except ValueError:
       seconds = 0.0
     if not name or not seconds > 0:
-      raise ValueError(f"config.data.language_seconds={text!r}: {item.strip()!r} is not LANGUAGE=SECONDS with "
+      raise DataConfigError(f"config.data.language_seconds={text!r}: {item.strip()!r} is not LANGUAGE=SECONDS with "
                        "SECONDS > 0 (e.g. 'cs=60,pl=180')")
     caps[name] = seconds
   return caps
@@ -72,13 +73,13 @@ def language_subset(index: AudioIndex, language_seconds: str, seed: int) -> Audi
   names = np.asarray(index.languages, dtype=object)
   unknown = sorted(set(caps) - set(index.languages))
   if unknown:
-    raise ValueError(f"config.data.language_seconds={language_seconds!r}: no training utterances of {unknown}; "
+    raise DataConfigError(f"config.data.language_seconds={language_seconds!r}: no training utterances of {unknown}; "
                      f"the languages are {sorted(set(index.languages))}")
   keep = [np.flatnonzero(~np.isin(names, list(caps)))]
   for name, seconds in sorted(caps.items()):
     chosen = _take_seconds(index, np.flatnonzero(names == name), seconds, seed)
     if chosen.size == 0:
-      raise ValueError(f"config.data.language_seconds: {name}={seconds:g} is shorter than any of its utterances")
+      raise DataConfigError(f"config.data.language_seconds: {name}={seconds:g} is shorter than any of its utterances")
     logging.info("language %s: %d utterances, %.1f s", name, chosen.size, _seconds(index, chosen))
     keep.append(chosen)
   return index.select(np.sort(np.concatenate(keep)))
