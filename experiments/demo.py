@@ -174,8 +174,7 @@ def main(argv):
   f = flags.FLAGS
   runtime.start_entry_point(f.compilation_cache_dir)
   import train  # pylint: disable=g-import-not-at-top  # experiments/train.py: the errors a run stops on
-  from wav2vec_jax.training import loop  # pylint: disable=g-import-not-at-top
-  report = runtime.stop_on(train.EXPECTED_ERRORS + (loop.TrainingStopped,), run, f)
+  report = runtime.stop_on(train.EXPECTED_ERRORS, run, f)
   _print_report(report)
 
 

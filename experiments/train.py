@@ -21,10 +21,11 @@ from data_pipelines.vocab import VocabError  # noqa: E402  pylint: disable=g-imp
 from wav2vec_jax.interop.convert import CheckpointMismatchError  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.training import checkpointing, loop, runtime, workdir_lock  # noqa: E402  pylint: disable=g-import-not-at-top
 
-# Errors whose message names the file or field and the fix (bad input, config, checkpoints, runaway runs).
+# Errors whose message names the file or field and the fix (bad input, config, checkpoints, runaway runs; a stage of
+# a multi-stage job stopped by a termination request).
 EXPECTED_ERRORS = (AudioInputError, DataConfigError, VocabError, CheckpointMismatchError,
                    checkpointing.CheckpointError, workdir_lock.WorkdirLockedError, loop.BadStepsError,
-                   loop.ConfigError, FileNotFoundError)
+                   loop.ConfigError, loop.TrainingStopped, FileNotFoundError)
 
 
 def define_flags(default_config: str, default_workdir: str) -> None:

@@ -18,7 +18,6 @@ Every stage resumes or is skipped when run again. Ends by printing each language
 test CER per α, and writes `<workdir>/xlsr.json`.
 """
 
-import copy
 import json
 import os
 import sys
@@ -59,8 +58,8 @@ def pretraining_shares(config) -> dict[str, dict[str, float]]:
   sizes = sampling.language_sizes(index.languages, lengths, config.data.input.size_by)
   alpha = config.data.input.multilingual_alpha
   probabilities = sampling.language_probabilities(sizes, 1.0 if alpha is None else alpha)
-  seconds = {name: float(sum(n for n, l in zip(lengths, index.languages) if l == name) / 16_000) for name in sizes}
-  return {name: {"seconds": round(seconds[name], 1), "p": round(probabilities[name], 4)} for name in sizes}
+  samples = sampling.language_sizes(index.languages, lengths, "samples")
+  return {name: {"seconds": round(samples[name] / 16_000, 1), "p": round(probabilities[name], 4)} for name in sizes}
 
 
 def run_alpha(variant: str, f) -> dict:
@@ -92,7 +91,7 @@ def run_alpha(variant: str, f) -> dict:
     tuned.init_from = pre_dir
     out = storage.join(root, f"finetune_{name}")
     logging.info("==== α=%g: CTC fine-tuning on %s (%s) -> %s", alpha, name, recipe, out)
-    loop.train_and_evaluate(copy.deepcopy(tuned), out, raise_when_stopped=True)
+    loop.train_and_evaluate(tuned, out, raise_when_stopped=True)
     logging.info("==== α=%g: scoring the %s model on the test split", alpha, name)
     result[name] = checkpoint_eval.evaluate_once(storage.join(root, f"eval_{name}"), out, "corpus", "", "test",
                                                  languages=tuned.data.languages, progress=True)
@@ -140,8 +139,7 @@ def main(argv):
   f = flags.FLAGS
   runtime.start_entry_point(f.compilation_cache_dir)
   import train  # pylint: disable=g-import-not-at-top  # experiments/train.py: the errors a run stops on
-  from wav2vec_jax.training import loop  # pylint: disable=g-import-not-at-top
-  results = runtime.stop_on(train.EXPECTED_ERRORS + (loop.TrainingStopped,), run, f)
+  results = runtime.stop_on(train.EXPECTED_ERRORS, run, f)
   print("\n" + table(results), flush=True)
   print(f"\nwall time {sum(r['seconds'] for r in results) / 60:.1f} min; results: "
         f"{os.path.join(f.workdir, _results_file(f.seed))}",

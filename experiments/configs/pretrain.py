@@ -27,18 +27,18 @@ LOW_RESOURCE = "cs=60,pl=180"
 
 
 def _recipe(variant: str):
+  tiny = dict(budget=256_000, crop=32_000, lr=5e-3, warmup=10, steps=1500, normalize=True, alpha=None)
   return {
       #             budget       crop     lr     warmup  steps     normalize  alpha
-      "tiny": dict(budget=256_000, crop=32_000, lr=5e-3, warmup=10, steps=1500, normalize=True, alpha=None),
+      "tiny": tiny,
       "base": dict(budget=1_400_000 * 64, crop=250_000, lr=5e-4, warmup=32_000, steps=400_000, normalize=False,
                    alpha=None),
       "large": dict(budget=1_200_000 * 128, crop=320_000, lr=3e-4, warmup=32_000, steps=600_000, normalize=True,
                     alpha=None),
       "xlsr_53": dict(budget=1_200_000 * 128, crop=320_000, lr=3e-4, warmup=32_000, steps=600_000, normalize=True,
                       alpha=0.5),
-      "xlsr_tiny": dict(budget=256_000, crop=32_000, lr=5e-3, warmup=10, steps=1500, normalize=True, alpha=0.5),
-      "xlsr_tiny_natural": dict(budget=256_000, crop=32_000, lr=5e-3, warmup=10, steps=1500, normalize=True,
-                                alpha=1.0),
+      "xlsr_tiny": dict(tiny, alpha=0.5),  # the tiny recipe on an unequal multilingual mix (LOW_RESOURCE)
+      "xlsr_tiny_natural": dict(tiny, alpha=1.0),
   }[variant]
 
 
