@@ -5,7 +5,8 @@ r"""Transcription and beam-search throughput against the transformers / pyctcdec
 
 1. Model + greedy: random BASE `Wav2Vec2ForCTC` weights built by transformers, saved and imported here; transformers'
    ASR pipeline with `chunk_length_s` and `stride_length_s=(left, right)` against `Recognizer` with the same window
-   and the same step between windows. Audio seconds per wall second, after one warm-up call each.
+   and the same step between windows, in float32 and in bfloat16 (`--dtypes`; transformers through `torch_dtype`).
+   Audio seconds per wall second, after one warm-up call each.
 2. Beam search + LM: peaky CTC log-probs spelling corpus-like sentences (with confusions), decoded by our
    `BeamSearchDecoder.decode_batch` (one pool, reused) and by pyctcdecode called as transformers'
    `Wav2Vec2ProcessorWithLM.batch_decode` calls it (a new fork pool per call); needs
@@ -35,7 +36,8 @@ flags.DEFINE_float("chunk_s", 20.0, "Window length.")
 flags.DEFINE_float("left_s", 4.0, "transformers' left stride (our context is (left + right) / 2 each side).")
 flags.DEFINE_float("right_s", 2.0, "transformers' right stride.")
 flags.DEFINE_integer("batch_size", 1, "Windows per forward pass (both sides).")
-flags.DEFINE_string("dtype", "float32", "Our compute dtype (float32 or bfloat16).")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes, each run on both sides; the first is the "
+                  "reference the others are compared with.")
 flags.DEFINE_bool("skip_beam", False, "Skip the beam-search comparison.")
 flags.DEFINE_integer("utterances", 16, "Beam search: utterances of ~8 s decoded as one batch.")
 flags.DEFINE_integer("beam_width", 64, "Beam search width (both).")
@@ -54,6 +56,7 @@ def _best_time(fn, repeats):
 
 
 def _build_hf(directory):
+  """Random BASE `Wav2Vec2ForCTC` weights and a letter processor saved by transformers into `directory`."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   vocab_file = os.path.join(directory, "letters.json")
@@ -64,36 +67,58 @@ def _build_hf(directory):
   model = transformers.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(vocab_size=len(LETTERS))).eval()
   model.save_pretrained(directory)
   transformers.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
-  return transformers.pipeline("automatic-speech-recognition", model=directory, device="cpu", torch_dtype=torch.float32)
+
+
+def _hf_pipeline(directory, dtype):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  return transformers.pipeline("automatic-speech-recognition", model=directory, device="cpu",
+                               torch_dtype=getattr(torch, dtype))
+
+
+def _cer(a: str, b: str) -> float:
+  import jiwer  # pylint: disable=g-import-not-at-top
+  return float(jiwer.cer(a, b)) if a else float(bool(b))
 
 
 def transcription(f):
-  """Audio seconds per second: transformers' chunked pipeline vs Recognizer, same weights and windows."""
+  """Audio seconds per second: transformers' chunked pipeline vs Recognizer, same weights and windows.
+
+  For each dtype in --dtypes both sides run in that dtype (transformers through `torch_dtype`); every row also gives
+  our speed against transformers in float32 (the pipeline's default) and how far each side's text moved from its
+  own float32 text (CER).
+  """
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count())
   rng = np.random.default_rng(0)
   audio = (0.1 * rng.normal(size=int(f.seconds * 16000))).astype(np.float32)
+  kwargs = dict(chunk_length_s=f.chunk_s, stride_length_s=(f.left_s, f.right_s), batch_size=f.batch_size)
+  base = {}
   with tempfile.TemporaryDirectory() as directory:
-    asr = _build_hf(directory)
-    kwargs = dict(chunk_length_s=f.chunk_s, stride_length_s=(f.left_s, f.right_s), batch_size=f.batch_size)
-    hf = lambda: asr({"raw": audio, "sampling_rate": 16000}, **kwargs)["text"]
-    hf()  # warm-up
-    hf_time, _ = _best_time(hf, f.repeats)
-    ours = Recognizer.from_pretrained(directory, chunk_s=f.chunk_s, context_s=(f.left_s + f.right_s) / 2,
-                                      batch_size=f.batch_size) if f.dtype == "float32" else None
-    if ours is None:
-      from wav2vec_jax.inference.recognizer import load_ctc_model  # pylint: disable=g-import-not-at-top
-      model, variables, vocab = load_ctc_model(directory, dtype=f.dtype)
-      ours = Recognizer(model, variables, vocab, chunk_s=f.chunk_s, context_s=(f.left_s + f.right_s) / 2,
-                        batch_size=f.batch_size)
-    start = time.perf_counter()
-    ours.transcribe(audio)
-    compile_s = time.perf_counter() - start
-    our_time, _ = _best_time(lambda: ours.transcribe(audio).text, f.repeats)
-  row = {"case": "transcribe BASE", "seconds": f.seconds, "chunk_s": f.chunk_s, "dtype": f.dtype,
-         "transformers_audio_s_per_s": round(f.seconds / hf_time, 2), "ours_audio_s_per_s": round(f.seconds / our_time, 2),
-         "ratio": round(hf_time / our_time, 3), "ours_first_call_s": round(compile_s, 1)}
-  print(json.dumps(row), flush=True)
+    _build_hf(directory)
+    for dtype in f.dtypes:
+      asr = _hf_pipeline(directory, dtype)
+      hf = lambda: asr({"raw": audio, "sampling_rate": 16000}, **kwargs)["text"]  # pylint: disable=cell-var-from-loop
+      hf()  # warm-up
+      hf_time, hf_text = _best_time(hf, f.repeats)
+      ours = Recognizer.from_pretrained(directory, chunk_s=f.chunk_s, context_s=(f.left_s + f.right_s) / 2,
+                                        batch_size=f.batch_size, dtype=dtype)
+      start = time.perf_counter()
+      ours.transcribe(audio)
+      compile_s = time.perf_counter() - start
+      our_time, our_text = _best_time(lambda: ours.transcribe(audio).text, f.repeats)  # pylint: disable=cell-var-from-loop
+      base.setdefault("hf_time", hf_time)
+      base.setdefault("hf_text", hf_text)
+      base.setdefault("our_text", our_text)
+      row = {"case": "transcribe BASE", "seconds": f.seconds, "chunk_s": f.chunk_s, "dtype": dtype,
+             "transformers_audio_s_per_s": round(f.seconds / hf_time, 2),
+             "ours_audio_s_per_s": round(f.seconds / our_time, 2), "ratio": round(hf_time / our_time, 3),
+             "ratio_vs_transformers_" + f.dtypes[0]: round(base["hf_time"] / our_time, 3),
+             "ours_first_call_s": round(compile_s, 1)}
+      if dtype != f.dtypes[0]:
+        row.update({"transformers_cer_vs_" + f.dtypes[0]: round(_cer(base["hf_text"], hf_text), 4),
+                    "ours_cer_vs_" + f.dtypes[0]: round(_cer(base["our_text"], our_text), 4)})
+      print(json.dumps(row), flush=True)
 
 
 def _peaky(sentences, vocab, rng):

@@ -31,6 +31,8 @@ flags.DEFINE_string("output_dir", "", "Write <audio name>.<format> here (default
 flags.DEFINE_float("chunk_s", 20.0, "Window seconds for long files.")
 flags.DEFINE_float("context_s", 3.0, "Seconds of context each side of a window's kept part.")
 flags.DEFINE_integer("batch_size", 4, "Windows per forward pass.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype: bfloat16 matmuls with float32 sums "
+                  "run ~1.6x faster on CPU (README, Speed).")
 flags.DEFINE_enum("normalize", "auto", ["auto", "true", "false"], "Input normalisation (auto: as the checkpoint).")
 flags.DEFINE_string("lm", "", "KenLM n-gram (ARPA or binary) for beam search; empty: greedy unless --beam_width.")
 flags.DEFINE_integer("beam_width", 0, "Beam search width (0: greedy, or 64 with --lm).")
@@ -64,7 +66,7 @@ def transcribe(f):
   """Transcribes every --audio file with the flags' settings."""
   normalize = None if f.normalize == "auto" else f.normalize == "true"
   recognizer = Recognizer.from_pretrained(f.checkpoint, f.vocab or None, normalize=normalize, chunk_s=f.chunk_s,
-                                          context_s=f.context_s, batch_size=f.batch_size)
+                                          context_s=f.context_s, batch_size=f.batch_size, dtype=f.dtype)
   decoder = make_decoder(f, recognizer.vocab, recognizer.seconds_per_frame)
   for path in f.audio:
     transcript = recognizer.transcribe_file(path, decoder=decoder)

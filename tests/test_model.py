@@ -14,7 +14,7 @@ from wav2vec_jax import losses
 from wav2vec_jax.models import masking
 from wav2vec_jax.training import partitioning
 from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant
-from wav2vec_jax.models import transformer
+from wav2vec_jax.models import layers, transformer
 from wav2vec_jax.models.quantizer import GumbelQuantizer
 
 
@@ -207,13 +207,49 @@ def test_bfloat16_compute_runs_in_bfloat16_and_stays_close():
   bf16 = Wav2Vec2ForCTC(model.config.replace(dtype="bfloat16"))
   waveform = jax.random.normal(jax.random.PRNGKey(1), (2, 8000))
   ref, low = jax.jit(model.apply)(variables, waveform).logits, jax.jit(bf16.apply)(variables, waveform).logits
-  # The lowered program (XLA:CPU upcasts bf16 dots when compiling; accelerators keep them): the 7 conv layers and the
-  # q, k, v, attention-values, output and 2 FFN matmuls of each layer produce bfloat16.
+  # The lowered program: the 6 many-channel conv layers (as matmuls on CPU) and the q, k, v, scores,
+  # attention-values, output and 2 FFN matmuls of each layer multiply bfloat16 operands and sum in float32.
   lowered = jax.jit(bf16.apply).lower(variables, waveform).as_text()
-  bf16_ops = re.findall(r"stablehlo\.(?:dot_general|convolution)[^\n]*-> tensor<[0-9x]*bf16>", lowered)
-  assert low.dtype == jnp.float32 and len(bf16_ops) >= 7 + 7 * model.config.num_layers
+  ops = re.findall(r"stablehlo\.(?:dot_general|convolution)[^\n]*: \((tensor<[0-9x]*\w+>), (tensor<[0-9x]*\w+>)\) -> "
+                   r"(tensor<[0-9x]*\w+>)", lowered)
+  mixed = [op for op in ops if op[0].endswith("bf16>") and op[1].endswith("bf16>") and op[2].endswith("f32>")]
+  assert low.dtype == jnp.float32 and len(mixed) >= 6 + 8 * model.config.num_layers, ops
+  assert not [op for op in ops if op[2].endswith("bf16>")]  # no product is summed in bfloat16
   error, scale = float(jnp.max(jnp.abs(ref - low))), float(jnp.max(jnp.abs(ref)))
   assert 1e-3 * scale < error < 0.05 * scale  # bfloat16 rounding shows (~8 bits), and stays small
+
+
+@pytest.mark.parametrize("layer_norm_first", [False, True])
+def test_per_head_attention_equals_the_batched_one(layer_norm_first):
+  model, variables = _tiny(attention_impl="batched", layer_norm_first=layer_norm_first)
+  per_head = Wav2Vec2ForCTC(model.config.replace(attention_impl="per_head"))
+  waveform = jax.random.normal(jax.random.PRNGKey(1), (2, 8000))
+  mask = jnp.asarray(np.arange(8000)[None] < np.array([[8000], [5000]]))  # the second row padded
+  expected = jax.jit(model.apply)(variables, waveform, mask).logits
+  got = jax.jit(per_head.apply)(variables, waveform, mask).logits
+  np.testing.assert_allclose(got, expected, atol=1e-5)
+  lowered = jax.jit(per_head.apply).lower(variables, waveform, mask).as_text()
+  assert lowered.count("stablehlo.while") == model.config.num_layers  # one loop over the heads per layer
+  # Training with attention dropout needs the batched form; "auto" picks per_head only for a forward pass on one
+  # CPU device.
+  with pytest.raises(ValueError, match="per_head"):
+    per_head.apply(variables, waveform, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0),
+                                                                  "mask": jax.random.PRNGKey(1)})
+  auto = get_variant("tiny", attention_impl="auto")
+  assert transformer.attention_impl(auto, True, "cpu", 1) == "per_head"
+  assert [transformer.attention_impl(auto, *case) for case in
+          ((False, "cpu", 1), (True, "cpu", 8), (True, "gpu", 1), (True, "tpu", 1))] == ["batched"] * 4
+
+
+@pytest.mark.parametrize("time,kernel,stride", [(101, 3, 2), (100, 3, 2), (57, 10, 5), (40, 2, 2), (33, 4, 3),
+                                                (12, 3, 1), (9, 2, 3)])
+def test_a_conv_as_matmuls_equals_the_conv(time, kernel, stride):
+  rng = np.random.default_rng(time)
+  x, w = rng.normal(size=(2, time, 8)), rng.normal(size=(kernel, 8, 5))
+  expected = jax.lax.conv_general_dilated(x, w, (stride,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+  got = layers.conv1d_as_matmuls(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), stride)
+  assert got.shape == expected.shape
+  np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("scan_on_load", [False, True])

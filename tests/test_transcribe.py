@@ -78,6 +78,21 @@ def test_an_imported_transformers_model_transcribes_like_the_transformers_pipeli
     assert all(0 < w["confidence"] <= 1 for w in row["words"])
 
 
+def test_bfloat16_transcription_keeps_kernels_in_bfloat16_and_stays_close(hf_ctc):
+  model_dir, files = hf_ctc
+  full = recognizer.Recognizer.from_pretrained(model_dir)
+  low = recognizer.Recognizer.from_pretrained(model_dir, dtype="bfloat16")
+  dtypes = {p.dtype.name for p in jax.tree_util.tree_leaves(low.params) if p.ndim >= 2}
+  assert dtypes == {"bfloat16"}  # matmul and conv kernels stored once in bfloat16
+  assert {p.dtype.name for p in jax.tree_util.tree_leaves(low.params) if p.ndim == 1} == {"float32"}
+  waveform = sf.read(files[2], dtype="float32")[0]
+  expected, got = full.log_probs(waveform), low.log_probs(waveform)
+  assert got.dtype == np.float32 and got.shape == expected.shape
+  error = np.abs(np.exp(got) - np.exp(expected)).max()
+  assert 1e-4 < error < 0.05  # bfloat16 rounding shows in the probabilities, and stays small
+  assert np.mean(got.argmax(-1) == expected.argmax(-1)) > 0.95
+
+
 def _local_model(num_layers=0):
   """A CTC model whose frames see only nearby audio (without attention layers: per-frame norms and a 16-frame
   positional conv)."""

@@ -128,7 +128,9 @@ class Recognizer:
   def __init__(self, model, variables, vocab: Vocab, *, normalize: bool = False, chunk_s: float = 20.0,
                context_s: float = 3.0, batch_size: int = 4):
     """Args:
-      model: Wav2Vec2ForCTC; variables: its `{"params": ...}`.
+      model: Wav2Vec2ForCTC; variables: its `{"params": ...}`. With a bfloat16 compute dtype
+        (`model.config.dtype`) the matmul and conv kernels (every parameter of 2 or more axes) are kept in bfloat16
+        so that no call casts them again; biases and norms stay float32.
       vocab: the CTC head's vocabulary.
       normalize: zero-mean unit-variance per file (as the model was trained; see `input_normalization`).
       chunk_s: window length in seconds for long files (files up to this length run whole).
@@ -138,7 +140,13 @@ class Recognizer:
     """
     cfg = model.config
     self.model, self.vocab, self.normalize, self.batch_size = model, vocab, normalize, batch_size
-    self.params = jax.device_put(jax.tree_util.tree_map(np.asarray, variables["params"]))
+    dtype = cfg.compute_dtype
+
+    def stored(p):
+      p = np.asarray(p)
+      return p.astype(dtype) if dtype != np.float32 and p.ndim >= 2 and np.issubdtype(p.dtype, np.floating) else p
+
+    self.params = jax.device_put(jax.tree_util.tree_map(stored, variables["params"]))
     self.hop = int(np.prod(cfg.conv_stride))
     self.receptive_field = cfg.receptive_field
     self.seconds_per_frame = self.hop / audio.TARGET_SAMPLE_RATE
@@ -148,16 +156,20 @@ class Recognizer:
     self._forward = jax.jit(self._log_probs)
 
   @classmethod
-  def from_pretrained(cls, checkpoint: str, vocab: str | None = None, *, normalize: bool | None = None, **kwargs):
+  def from_pretrained(cls, checkpoint: str, vocab: str | None = None, *, normalize: bool | None = None,
+                      dtype: str = "float32", **kwargs):
     """Loads a CTC checkpoint (ours, Hugging Face or fairseq) and its vocabulary (`find_vocab`).
 
     Args:
       normalize: input normalisation; default: `input_normalization(checkpoint, model)`.
+      dtype: compute dtype, "float32" or "bfloat16" (matmuls and convs in bfloat16 with float32 sums; norms,
+        softmax and log-probabilities in float32). On CPU bfloat16 runs about 1.3x faster (experiments/
+        benchmark_transcribe.py); greedy transcripts of a trained model barely change.
       **kwargs: Recognizer options (chunk_s, context_s, batch_size).
     """
     # Forward only: the direct positional conv beats the FFT one that "auto" picks on CPU for training (2.32 vs
     # 2.69 s per 20 s BASE window on 2 cores); on GPU/TPU "auto" is the direct conv anyway.
-    model, variables, vocabulary = load_ctc_model(checkpoint, vocab, pos_conv_impl="conv")
+    model, variables, vocabulary = load_ctc_model(checkpoint, vocab, pos_conv_impl="conv", dtype=dtype)
     if normalize is None:
       normalize = input_normalization(checkpoint, model)
     return cls(model, variables, vocabulary, normalize=normalize, **kwargs)

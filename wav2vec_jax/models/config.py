@@ -86,6 +86,9 @@ class ModelConfig:
   # Positional conv: "fft" (spectral product, ~12x faster than XLA:CPU's grouped conv), "conv" (one conv per
   # group) or "auto" (fft on CPU, conv on GPU/TPU). Both compute the same function (within ~1e-6 in float32).
   pos_conv_impl: str = "auto"
+  # Self-attention: "batched" (all heads in two batched matmuls), "per_head" (lax.map over heads, no attention
+  # dropout) or "auto" (per_head for deterministic passes on a single CPU device: ~2x faster there; else batched).
+  attention_impl: str = "auto"
   initializer_range: float = 0.02
 
   @property
@@ -152,6 +155,8 @@ class ModelConfig:
       raise ValueError(f"remat_policy must be 'none', 'full' or 'dots', got {self.remat_policy!r}")
     if self.pos_conv_impl not in ("auto", "conv", "fft"):
       raise ValueError(f"pos_conv_impl must be 'auto', 'conv' or 'fft', got {self.pos_conv_impl!r}")
+    if self.attention_impl not in ("auto", "batched", "per_head"):
+      raise ValueError(f"attention_impl must be 'auto', 'batched' or 'per_head', got {self.attention_impl!r}")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"{name} must be 'float32', 'bfloat16' or 'float16', got {getattr(self, name)!r}")
@@ -188,7 +193,8 @@ class ModelConfig:
           "feat_extract_activation": "gelu", "num_feat_extract_layers": len(self.conv_dim),
           "apply_spec_augment": True, "pad_token_id": 0, "ctc_loss_reduction": "mean", "ctc_zero_infinity": True,
           "torch_dtype": "float32"}
-    skip = ("dtype", "param_dtype", "scan_layers", "remat_policy", "pos_conv_impl", "feature_grad_mult",
+    skip = ("dtype", "param_dtype", "scan_layers", "remat_policy", "pos_conv_impl", "attention_impl",
+            "feature_grad_mult",
             "feature_pen_weight", "gumbel_temperature")
     for field in dataclasses.fields(self):
       if field.name in skip:

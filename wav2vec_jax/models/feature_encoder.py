@@ -27,7 +27,8 @@ class ConvLayer(nn.Module):
         c_out, (kernel,), strides=(stride,), padding="VALID", use_bias=cfg.conv_bias, dtype=cfg.compute_dtype,
         param_dtype=cfg.weight_dtype,
         kernel_init=layers.partitioned(layers.kaiming_normal, ("conv_width", "conv_in", "conv_out")),
-        bias_init=layers.partitioned(layers.uniform_init(bias_bound), ("conv_out",)), name="conv")(x)
+        bias_init=layers.partitioned(layers.uniform_init(bias_bound), ("conv_out",)),
+        conv_general_dilated=layers.conv_general_dilated, name="conv")(x)
     if self.norm == "group":
       # GroupNorm with one group per channel: statistics over time (padding included, as in the reference).
       x = nn.GroupNorm(
