@@ -11,6 +11,7 @@ r"""Transcription and beam-search throughput against the transformers / pyctcdec
    `BeamSearchDecoder.decode_batch` (one pool, reused) and by pyctcdecode called as transformers'
    `Wav2Vec2ProcessorWithLM.batch_decode` calls it (a new fork pool per call); needs
    `pip install --no-deps pyctcdecode pygtrie`.
+3. With --parts: one window's forward time, whole and by part (conv encoder, one layer, positional conv), per dtype.
 Prints one JSON line per measurement and the ratios. Needs the test extras (torch, transformers).
 """
 
@@ -39,6 +40,8 @@ flags.DEFINE_integer("batch_size", 1, "Windows per forward pass (both sides).")
 flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes, each run on both sides; the first is the "
                   "reference the others are compared with.")
 flags.DEFINE_bool("skip_beam", False, "Skip the beam-search comparison.")
+flags.DEFINE_bool("parts", False, "Also time one window's forward pass by model part (conv encoder, a layer, "
+                  "positional conv) per dtype.")
 flags.DEFINE_integer("utterances", 16, "Beam search: utterances of ~8 s decoded as one batch.")
 flags.DEFINE_integer("beam_width", 64, "Beam search width (both).")
 flags.DEFINE_integer("repeats", 2, "Timed repetitions (the best is reported).")
@@ -121,6 +124,33 @@ def transcription(f):
       print(json.dumps(row), flush=True)
 
 
+def window_parts(f):
+  """Forward time of one window of random BASE CTC weights, whole and by part, per dtype (best of --repeats)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from wav2vec_jax.models import Wav2Vec2ForCTC, get_variant  # pylint: disable=g-import-not-at-top
+  from wav2vec_jax.models.feature_encoder import FeatureEncoder  # pylint: disable=g-import-not-at-top
+  from wav2vec_jax.models.transformer import EncoderLayer, PositionalConvEmbedding  # pylint: disable=g-import-not-at-top
+
+  samples = int(f.chunk_s * 16000)
+  waveform = jnp.asarray(np.random.default_rng(0).normal(size=(1, samples)).astype(np.float32) * 0.1)
+  hidden = jnp.ones((1, samples // 320 - 1, 768), jnp.float32)
+  for dtype in f.dtypes:
+    cfg = get_variant("base", vocab_size=len(LETTERS), pos_conv_impl="conv", dtype=dtype)
+    row = {"case": "one window, forward", "chunk_s": f.chunk_s, "dtype": dtype}
+    for name, module, args in [("model_s", Wav2Vec2ForCTC(cfg), (waveform,)),
+                               ("conv_encoder_s", FeatureEncoder(cfg), (waveform,)),
+                               ("one_layer_s", EncoderLayer(cfg), (hidden, jnp.ones(hidden.shape[:2], bool))),
+                               ("pos_conv_s", PositionalConvEmbedding(cfg), (hidden,))]:
+      params = jax.jit(module.init)(jax.random.PRNGKey(0), *args)
+      if dtype != "float32":  # kernels stored in the compute dtype, as Recognizer keeps them
+        params = jax.tree_util.tree_map(lambda p: p.astype(dtype) if p.ndim >= 2 else p, params)  # pylint: disable=cell-var-from-loop
+      forward = jax.jit(module.apply)
+      jax.block_until_ready(forward(params, *args))
+      row[name] = round(_best_time(lambda: jax.block_until_ready(forward(params, *args)), f.repeats)[0], 3)  # pylint: disable=cell-var-from-loop
+    print(json.dumps(row), flush=True)
+
+
 def _peaky(sentences, vocab, rng):
   """CTC log-probs spelling `sentences`: 2-4 frames per label then blanks, 10% of letters confused."""
   rows = []
@@ -180,6 +210,8 @@ def beam_search(f):
 def main(argv):
   del argv
   f = flags.FLAGS
+  if f.parts:
+    window_parts(f)
   transcription(f)
   if not f.skip_beam:
     beam_search(f)
