@@ -32,7 +32,7 @@ flags.DEFINE_float("chunk_s", 20.0, "Window seconds for long files.")
 flags.DEFINE_float("context_s", 3.0, "Seconds of context each side of a window's kept part.")
 flags.DEFINE_integer("batch_size", 4, "Windows per forward pass.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype: bfloat16 matmuls with float32 sums "
-                  "run ~1.6x faster on CPU (README, Speed).")
+                  "run ~1.5x faster on CPU (README, Speed).")
 flags.DEFINE_enum("normalize", "auto", ["auto", "true", "false"], "Input normalisation (auto: as the checkpoint).")
 flags.DEFINE_string("lm", "", "KenLM n-gram (ARPA or binary) for beam search; empty: greedy unless --beam_width.")
 flags.DEFINE_integer("beam_width", 0, "Beam search width (0: greedy, or 64 with --lm).")

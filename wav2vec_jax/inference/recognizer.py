@@ -163,8 +163,8 @@ class Recognizer:
     Args:
       normalize: input normalisation; default: `input_normalization(checkpoint, model)`.
       dtype: compute dtype, "float32" or "bfloat16" (matmuls and convs in bfloat16 with float32 sums; norms,
-        softmax and log-probabilities in float32). On CPU bfloat16 runs about 1.3x faster (experiments/
-        benchmark_transcribe.py); greedy transcripts of a trained model barely change.
+        softmax and log-probabilities in float32). On 2 CPU cores bfloat16 transcribes about 1.5x faster
+        (experiments/benchmark_transcribe.py); the log-probabilities move by bfloat16 rounding.
       **kwargs: Recognizer options (chunk_s, context_s, batch_size).
     """
     # Forward only: the direct positional conv beats the FFT one that "auto" picks on CPU for training (2.32 vs

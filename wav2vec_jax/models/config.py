@@ -194,8 +194,7 @@ class ModelConfig:
           "apply_spec_augment": True, "pad_token_id": 0, "ctc_loss_reduction": "mean", "ctc_zero_infinity": True,
           "torch_dtype": "float32"}
     skip = ("dtype", "param_dtype", "scan_layers", "remat_policy", "pos_conv_impl", "attention_impl",
-            "feature_grad_mult",
-            "feature_pen_weight", "gumbel_temperature")
+            "feature_grad_mult", "feature_pen_weight", "gumbel_temperature")
     for field in dataclasses.fields(self):
       if field.name in skip:
         continue
