@@ -36,6 +36,8 @@ flags.DEFINE_string("vocab", "", "vocab.json or dict.ltr.txt (default: next to t
 flags.DEFINE_enum("normalize", "auto", ["auto", "true", "false"], "Input normalisation (auto: as the checkpoint).")
 flags.DEFINE_float("chunk_s", 20.0, "Model window seconds for long files.")
 flags.DEFINE_float("context_s", 3.0, "Seconds of context each side of a window's kept part.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the model pass (bfloat16: ~1.5x "
+                  "faster on CPU).")
 flags.mark_flags_as_required(["checkpoint", "audio", "transcript"])
 
 # Bad input: the message names the file, the cause and the fix; the run stops with it, not a traceback.
@@ -76,7 +78,7 @@ def run(f) -> None:
   transcripts = [read_transcript(t) for t in f.transcript]
   normalize = None if f.normalize == "auto" else f.normalize == "true"
   recognizer = Recognizer.from_pretrained(f.checkpoint, f.vocab or None, normalize=normalize, chunk_s=f.chunk_s,
-                                          context_s=f.context_s)
+                                          context_s=f.context_s, dtype=f.dtype)
   results = align_files(recognizer, f.audio, transcripts)
   if f.out:
     for path in alignment_formats.write_alignments(results, f.out, f.format):
