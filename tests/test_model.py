@@ -241,6 +241,35 @@ def test_per_head_attention_equals_the_batched_one(layer_norm_first):
           ((False, "cpu", 1), (True, "cpu", 8), (True, "gpu", 1), (True, "tpu", 1))] == ["batched"] * 4
 
 
+def test_per_head_attention_in_query_blocks_equals_the_batched_one(monkeypatch):
+  monkeypatch.setattr(transformer, "QUERY_BLOCK", 7)  # 24 frames: 4 blocks, the last one padded
+  model, variables = _tiny(attention_impl="batched")
+  per_head = Wav2Vec2ForCTC(model.config.replace(attention_impl="per_head"))
+  waveform = jax.random.normal(jax.random.PRNGKey(2), (2, 8000))
+  mask = jnp.asarray(np.arange(8000)[None] < np.array([[8000], [6000]]))
+  expected = jax.jit(model.apply)(variables, waveform, mask).logits
+  got = jax.jit(per_head.apply)(variables, waveform, mask).logits
+  assert got.shape[1] > 3 * 7
+  np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_per_head_attention_memory_grows_linearly_with_the_audio():
+  # Compiled memory (XLA's buffer assignment) of a forward pass over 1, 2 and 4 minutes (3,000 to 12,000 frames):
+  # the per-head path holds one block of scores, the batched one all of them.
+  temp = {}
+  for impl in ("per_head", "batched"):
+    model = Wav2Vec2ForCTC(get_variant("tiny", attention_impl=impl))
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 16000)))
+    for minutes in (1, 2, 4):
+      audio = jax.ShapeDtypeStruct((1, minutes * 60 * 16000), jnp.float32)
+      compiled = jax.jit(model.apply).lower(params, audio).compile()
+      temp[impl, minutes] = compiled.memory_analysis().temp_size_in_bytes
+  for minutes in (1, 2):
+    assert temp["per_head", 2 * minutes] < 2.2 * temp["per_head", minutes], temp
+    assert temp["batched", 2 * minutes] > 3.0 * temp["batched", minutes], temp  # the quadratic term the test sees
+  assert temp["per_head", 4] < temp["batched", 4] / 5
+
+
 @pytest.mark.parametrize("time,kernel,stride", [(101, 3, 2), (100, 3, 2), (57, 10, 5), (40, 2, 2), (33, 4, 3),
                                                 (12, 3, 1), (9, 2, 3)])
 def test_a_conv_as_matmuls_equals_the_conv(time, kernel, stride):

@@ -95,6 +95,11 @@ class PositionalConvEmbedding(nn.Module):
     return layers.gelu(y + bias.astype(cfg.compute_dtype))
 
 
+# Queries per block of the per-head attention: one block's float32 scores are QUERY_BLOCK x frames per head (a
+# 20 s window, 999 frames, is one block; 30 minutes, 90,000 frames, 0.37 GB).
+QUERY_BLOCK = 1024
+
+
 def attention_impl(cfg: ModelConfig, deterministic: bool, backend: str, devices: int) -> str:
   """"batched" or "per_head": `cfg.attention_impl` with "auto" resolved: per_head for a deterministic forward pass
   (inference, validation) on a single CPU device, where the attention runs about 2x faster; batched otherwise.
@@ -143,14 +148,25 @@ class SelfAttention(nn.Module):
     q = nn.with_logical_constraint(q, ("batch", "frames", "heads", "head_dim"))
     impl = attention_impl(cfg, self.deterministic, jax.default_backend(), jax.device_count())
     if impl == "per_head":
-      # One head at a time (lax.map): its [batch, frames, frames] scores stay in cache between the two matmuls
-      # and the softmax. On 2 CPU cores a BASE layer's attention at 1,000 frames takes half the time of the
-      # batched form (24 vs 47 ms float32). Sequential over heads: inference on one device only.
-      def one_head(qkv):
-        qh, kh, vh = qkv  # [batch, frames, head_dim]
-        scores = jnp.einsum("bqd,bkd->bqk", qh, kh, preferred_element_type=jnp.float32) * head_dim**-0.5
+      # One head at a time (lax.map), and for long inputs one block of QUERY_BLOCK queries at a time: a head's
+      # scores stay in cache between the two matmuls and the softmax (on 2 CPU cores a BASE layer's attention at
+      # 1,000 frames takes half the time of the batched form: 24 vs 47 ms float32), and memory grows linearly with
+      # the frames instead of with their square. Sequential: inference on one device only.
+      def queries(q_block, kh, vh):  # [batch, queries, head_dim] against all keys
+        scores = jnp.einsum("bqd,bkd->bqk", q_block, kh, preferred_element_type=jnp.float32) * head_dim**-0.5
         weights = _masked_softmax(scores, key_mask[:, None, :])
         return layers.einsum("bqk,bkd->bqd", weights.astype(dt), vh, dtype=dt)
+
+      def one_head(qkv):
+        qh, kh, vh = qkv  # [batch, frames, head_dim]
+        batch, frames, _ = qh.shape
+        if frames <= QUERY_BLOCK:
+          return queries(qh, kh, vh)
+        blocks = -(-frames // QUERY_BLOCK)
+        qh = jnp.pad(qh, ((0, 0), (0, blocks * QUERY_BLOCK - frames), (0, 0)))
+        qh = jnp.moveaxis(qh.reshape(batch, blocks, QUERY_BLOCK, head_dim), 1, 0)
+        out = jax.lax.map(lambda q_block: queries(q_block, kh, vh), qh)
+        return jnp.moveaxis(out, 0, 1).reshape(batch, blocks * QUERY_BLOCK, head_dim)[:, :frames]
 
       out = jnp.moveaxis(jax.lax.map(one_head, tuple(jnp.moveaxis(a, 2, 0) for a in (q, k, v))), 0, 2)
     else:
