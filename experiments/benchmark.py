@@ -52,6 +52,7 @@ flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "Rematerialisation 
 flags.DEFINE_enum("pos_conv_impl", "auto", ["auto", "fft", "conv"], "Positional conv: FFT or one conv per group.")
 flags.DEFINE_enum("compare", "", ["", "transformers"], "Also time transformers' PyTorch model, interleaved.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the batch and the step keys.")
+flags.DEFINE_enum("torch_attention", "eager", ["eager", "sdpa"], "transformers' attention implementation.")
 
 ARCHITECTURES = {"pretrain": "Wav2Vec2ForPreTraining", "ctc": "Wav2Vec2ForCTC"}
 LEARNING_RATE = 1e-4  # constant, so that every timed step is a full update on both sides
@@ -137,8 +138,21 @@ def hf_negatives(masked: masking.MaskedFrames, negatives, frames: int) -> np.nda
   return out
 
 
-def build_torch_step(cfg, case: Case, params, batch: dict, rng):
+def torch_device() -> str | None:
+  """Where transformers' step runs beside ours: "cuda" when JAX runs on a GPU that torch sees too, "cpu" when JAX
+  runs on CPU, None otherwise (a TPU, or a GPU torch cannot use: no comparison across devices)."""
+  import torch
+  backend = jax.default_backend()
+  if backend == "cpu":
+    return "cpu"
+  return "cuda" if backend == "gpu" and torch.cuda.is_available() else None
+
+
+def build_torch_step(cfg, case: Case, params, batch: dict, rng, device: str = "cpu", attention: str = "eager"):
   """transformers' model with our weights, AdamW, and a closure running one full training step.
+
+  Args:
+    device: torch device ("cpu" or "cuda"); attention: transformers' attention implementation ("eager", "sdpa").
 
   Pre-training uses the mask and negatives of the JAX step's first update (without accumulation,
   `PretrainingTask.loss` draws them from `split(fold_in(rng, step), 4)[:2]`). The optimiser is torch's fused AdamW,
@@ -151,10 +165,11 @@ def build_torch_step(cfg, case: Case, params, batch: dict, rng):
   torch.set_num_threads(os.cpu_count())
   architecture = ARCHITECTURES[case.kind]
   hf_config = transformers.Wav2Vec2Config.from_dict(cfg.to_hf_dict(architecture))
+  hf_config._attn_implementation = attention  # pylint: disable=protected-access
   model = getattr(transformers, architecture)(hf_config)
   state_dict = convert.params_to_hf(params, cfg, architecture)
   model.load_state_dict({k: torch.tensor(v) for k, v in state_dict.items()}, strict=True)
-  model.train()
+  model.to(device).train()
   inputs = {"input_values": torch.from_numpy(batch["waveform"]),
             "attention_mask": torch.from_numpy(batch["attention_mask"]).long()}
   if case.kind == "pretrain":
@@ -174,30 +189,40 @@ def build_torch_step(cfg, case: Case, params, batch: dict, rng):
     inputs["labels"] = torch.from_numpy(labels)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE,
                                   betas=(0.9, 0.98), eps=1e-8, weight_decay=0.0, fused=True)
-  autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case.dtype == "bfloat16")
+  inputs = {k: v.to(device) for k, v in inputs.items()}
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=case.dtype == "bfloat16")
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
   def step() -> float:
+    sync()
     start = time.perf_counter()
     with autocast:
       loss = model(**inputs).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    sync()
     return time.perf_counter() - start
 
   return step
 
 
 def benchmark_case(case: Case, *, steps: int, warmup: int, compare: str, peak_flops: float,
-                   seed: int = 0) -> dict:
-  """Times one case; returns the fields of its JSON line (times in ms, memory in MiB)."""
+                   seed: int = 0, torch_attention: str = "eager") -> dict:
+  """Times one case; returns the fields of its JSON line (times in ms, memory in MiB).
+
+  `compare="transformers"` also times transformers' step on the same device (`torch_device`; a "torch" field says
+  why not where it cannot), with `torch_attention` as its attention implementation and bf16 autocast for bfloat16.
+  """
   cfg = model_config(case)
   batch = make_batch(cfg, case, seed)
   rng = jax.random.PRNGKey(seed + 1)
   jitted, state, batch_shardings, mesh, rules = build_jax_step(cfg, case, seed)
-  torch_step = None
+  torch_step, device = None, None
   if compare == "transformers":  # export the weights before the first (donating) JAX step
-    torch_step = build_torch_step(cfg, case, state.params, batch, rng)
+    device = torch_device()
+    if device:
+      torch_step = build_torch_step(cfg, case, state.params, batch, rng, device, torch_attention)
   holder = {"state": state}
   del state
 
@@ -239,6 +264,7 @@ def benchmark_case(case: Case, *, steps: int, warmup: int, compare: str, peak_fl
       "audio_s_per_s": round(count.audio_seconds / jax_s, 3),
       "gflop_per_step": round(count.per_step / 1e9, 3), "peak_gflops": round(peak_flops / 1e9, 2),
       "mfu": round(flops.mfu(count.per_step, jax_s, peak_flops), 4),
+      "mfu_datasheet": _datasheet_mfu(count.per_step, jax_s, case.dtype),
       "params_m": round(sum(x.size for x in jax.tree_util.tree_leaves(holder["state"].params)) / 1e6, 3),
       "loss_finite": bool(float(metrics["skipped"]) == 0.0),
   }
@@ -250,6 +276,8 @@ def benchmark_case(case: Case, *, steps: int, warmup: int, compare: str, peak_fl
     result["memory_alias_mb"] = round(memory.alias_size_in_bytes / _MB, 1)  # donated: output reuses argument
   result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # whole process
   result["device_kind"] = jax.devices()[0].device_kind
+  if compare == "transformers" and not torch_step:
+    result["torch"] = f"not compared: torch cannot run on this {jax.default_backend()} device"
   if torch_step:
     import torch
     import transformers
@@ -260,17 +288,26 @@ def benchmark_case(case: Case, *, steps: int, warmup: int, compare: str, peak_fl
         "torch_ms_first_step": round(torch_first_ms, 1), "torch_over_jax": round(torch_s / jax_s, 3),
         "torch_audio_s_per_s": round(count.audio_seconds / torch_s, 3),
         "torch_mfu": round(flops.mfu(count.per_step, torch_s, peak_flops), 4),
+        "torch_device": device, "torch_attention": torch_attention,
         "torch_threads": torch.get_num_threads(), "transformers": transformers.__version__,
     })
   return result
 
 
-def run(cases, *, steps: int, warmup: int = 1, compare: str = "", seed: int = 0, emit=print) -> list[dict]:
+def _datasheet_mfu(flops_per_step: float, step_seconds: float, dtype: str) -> float | None:
+  """MFU against the device's datasheet bf16 peak (None: float32, or a device not in `flops.DATASHEET_BF16`)."""
+  peak = flops.datasheet_bf16_peak(jax.devices()[0].device_kind) if dtype == "bfloat16" else None
+  return round(flops.mfu(flops_per_step, step_seconds, peak), 4) if peak else None
+
+
+def run(cases, *, steps: int, warmup: int = 1, compare: str = "", seed: int = 0, emit=print,
+        torch_attention: str = "eager") -> list[dict]:
   """Benchmarks every case, emitting each JSON line as soon as it is measured; returns the results."""
   peak = flops.measure_matmul_peak(jnp.dtype(cases[0].dtype)) if cases else 0.0
   results = []
   for case in cases:
-    result = benchmark_case(case, steps=steps, warmup=warmup, compare=compare, peak_flops=peak, seed=seed)
+    result = benchmark_case(case, steps=steps, warmup=warmup, compare=compare, peak_flops=peak, seed=seed,
+                            torch_attention=torch_attention)
     emit(json.dumps(result))
     results.append(result)
   return results
@@ -288,7 +325,7 @@ def main(argv):
   f = flags.FLAGS
   cases = cases_from_flags()
   run(cases, steps=f.steps, warmup=f.warmup, compare=f.compare, seed=f.seed,
-      emit=lambda line: print(line, flush=True))
+      emit=lambda line: print(line, flush=True), torch_attention=f.torch_attention)
 
 
 if __name__ == "__main__":

@@ -240,6 +240,16 @@ def measure_matmul_peak(dtype=jnp.float32, size: int | None = None, iters: int |
   return 2.0 * size**3 * iters / statistics.median(times)
 
 
+# Dense bf16 matmul FLOP/s of one device by datasheet, matched against `device_kind` (first match wins).
+DATASHEET_BF16 = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12), ("TPU v6", 918e12),
+                  ("TPU v5p", 459e12), ("TPU v5", 197e12), ("TPU v4", 275e12))
+
+
+def datasheet_bf16_peak(device_kind: str) -> float | None:
+  """The datasheet dense bf16 FLOP/s of a device kind (e.g. "NVIDIA H200", "TPU v4"), None when unknown."""
+  return next((peak for name, peak in DATASHEET_BF16 if name.lower() in device_kind.lower()), None)
+
+
 def mfu(flops_per_step: float, step_seconds: float, peak_flops_per_device: float, num_devices: int = 1) -> float:
   """Model FLOPs utilisation: achieved FLOP/s over the devices' peak.
 

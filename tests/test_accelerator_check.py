@@ -1,0 +1,44 @@
+"""The prepared accelerator check runs end to end on CPU at CI size, so that a session with a lent device spends its
+minutes measuring: every stage reports, the parity stage counts a real pytest run, the benchmark lines carry both
+sides' figures with bf16 autocast and SDPA on the torch side."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import e2e  # tests/e2e.py
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_the_accelerator_check_runs_on_cpu_at_ci_size():
+  command = [sys.executable, os.path.join(REPO, "experiments", "accelerator_check.py"), "--size=auto",
+             "--parity_k=test_a_conv_as_matmuls_equals_the_conv", "--precisions=highest", "--dtypes=bfloat16",
+             "--steps=1"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=e2e.xla_flags(devices=1))
+  result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  stages = [row["stage"] for row in rows]
+  assert stages == ["env", "parity", "benchmark", "benchmark", "done"], stages
+  assert rows[0]["backend"] == "cpu" and rows[0]["devices"] == 1
+  assert rows[1]["passed"] == 7 and rows[1]["failed"] == rows[1]["error"] == 0, rows[1]  # that test's 7 cases
+  assert rows[1]["matmul_precision"] == "highest"
+  for row in rows[2:4]:
+    assert "error" not in row and "skipped" not in row, row
+    assert row["dtype"] == "bfloat16" and row["variant"] == "tiny" and row["loss_finite"]
+    assert row["mfu"] > 0 and row["torch_over_jax"] > 0 and row["torch_device"] == "cpu"
+    assert row["torch_attention"] == "sdpa" and row["mfu_datasheet"] is None  # no datasheet peak for a CPU
+  assert [row["kind"] for row in rows[2:4]] == ["pretrain", "ctc"]
+  assert rows[-1]["size"] == "ci"
+
+
+def test_datasheet_peaks_match_device_kinds():
+  from wav2vec_jax.training import flops  # pylint: disable=g-import-not-at-top
+  assert flops.datasheet_bf16_peak("NVIDIA H200") == flops.datasheet_bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
+  assert flops.datasheet_bf16_peak("TPU v5 lite") == 197e12 and flops.datasheet_bf16_peak("TPU v5p") == 459e12
+  assert flops.datasheet_bf16_peak("cpu") is None
