@@ -13,8 +13,6 @@ import os
 from typing import BinaryIO
 
 import numpy as np
-import soundfile as sf
-import soxr
 
 from data_pipelines import storage
 from data_pipelines.errors import AudioInputError
@@ -91,6 +89,7 @@ def audio_info(source: Source, *, name: str | None = None) -> AudioInfo:
   Raises:
     AudioInputError: kind "empty_file" or "unreadable".
   """
+  import soundfile as sf  # pylint: disable=g-import-not-at-top  (decoders load on use: the model imports without them)
   name = _name(source, name)
   with _opened(source, name) as f:
     try:
@@ -116,6 +115,7 @@ def read_audio(source: Source, *, name: str | None = None, start: int = 0,
   Raises:
     AudioInputError: kind "empty_file", "unreadable" (no usable header) or "decode_error" (truncated/corrupt body).
   """
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
   name = _name(source, name)
   with _opened(source, name) as src:
     try:
@@ -178,6 +178,7 @@ def resample(audio: np.ndarray, orig_sample_rate: int, target_sample_rate: int =
   audio = np.asarray(audio, np.float32)
   if orig_sample_rate == target_sample_rate:
     return audio
+  import soxr  # pylint: disable=g-import-not-at-top
   out = soxr.resample(audio, orig_sample_rate, target_sample_rate, quality="HQ").astype(np.float32)
   return fit_length(out, resampled_length(audio.shape[0], orig_sample_rate, target_sample_rate))
 
