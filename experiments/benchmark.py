@@ -52,6 +52,7 @@ flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "Rematerialisation 
 flags.DEFINE_enum("pos_conv_impl", "auto", ["auto", "fft", "conv"], "Positional conv: FFT or one conv per group.")
 flags.DEFINE_enum("compare", "", ["", "transformers"], "Also time transformers' PyTorch model, interleaved.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the batch and the step keys.")
+flags.DEFINE_enum("attention", "auto", ["auto", "batched", "per_head", "fused"], "Our attention implementation.")
 flags.DEFINE_enum("torch_attention", "eager", ["eager", "sdpa"], "transformers' attention implementation.")
 
 ARCHITECTURES = {"pretrain": "Wav2Vec2ForPreTraining", "ctc": "Wav2Vec2ForCTC"}
@@ -72,14 +73,18 @@ class Case:
   scan_layers: bool = False
   remat: str = "none"
   pos_conv_impl: str = "auto"
+  attention: str = "auto"  # ModelConfig.attention_impl
 
 
 def model_config(case: Case):
-  """The ModelConfig of a case (CTC: conv encoder frozen by feature_grad_mult=0, as in fine-tuning)."""
+  """The ModelConfig of a case (CTC: conv encoder frozen by feature_grad_mult=0, as in fine-tuning; per_head and
+  fused attention: no attention dropout)."""
   overrides = {"dtype": case.dtype, "scan_layers": case.scan_layers, "remat_policy": case.remat,
-               "pos_conv_impl": case.pos_conv_impl}
+               "pos_conv_impl": case.pos_conv_impl, "attention_impl": case.attention}
   if case.kind == "ctc":
     overrides["feature_grad_mult"] = 0.0
+  if case.attention in ("per_head", "fused"):  # neither drops attention weights (transformers' side gets the same)
+    overrides["attention_dropout"] = 0.0
   return get_variant(case.variant, **overrides)
 
 
@@ -258,7 +263,7 @@ def benchmark_case(case: Case, *, steps: int, warmup: int, compare: str, peak_fl
   result = {
       "variant": case.variant, "kind": case.kind, "batch": case.batch, "samples": case.samples,
       "dtype": case.dtype, "scan_layers": case.scan_layers, "remat": case.remat,
-      "pos_conv_impl": case.pos_conv_impl, "steps": steps,
+      "pos_conv_impl": case.pos_conv_impl, "attention": case.attention, "steps": steps,
       "jax_ms": round(jax_s * 1e3, 2), "jax_ms_min": round(min(jax_times) * 1e3, 2),
       "jax_ms_first_step": round(first_ms, 1), "compile_s": round(compile_s, 2),
       "audio_s_per_s": round(count.audio_seconds / jax_s, 3),
@@ -316,7 +321,7 @@ def run(cases, *, steps: int, warmup: int = 1, compare: str = "", seed: int = 0,
 def cases_from_flags() -> list[Case]:
   """One Case per (--variant, --kind) with the other case flags."""
   f = flags.FLAGS
-  return [Case(variant, kind, f.batch, f.samples, f.dtype, f.scan_layers, f.remat, f.pos_conv_impl)
+  return [Case(variant, kind, f.batch, f.samples, f.dtype, f.scan_layers, f.remat, f.pos_conv_impl, f.attention)
           for variant in f.variant for kind in f.kind]
 
 

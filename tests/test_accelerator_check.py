@@ -33,7 +33,7 @@ def test_the_accelerator_check_runs_on_cpu_at_ci_size():
     assert row["dtype"] == "bfloat16" and row["variant"] == "tiny" and row["loss_finite"]
     assert row["mfu"] > 0 and row["torch_over_jax"] > 0 and row["torch_device"] == "cpu"
     assert row["torch_attention"] == "sdpa" and row["mfu_datasheet"] is None  # no datasheet peak for a CPU
-  assert [row["kind"] for row in rows[2:4]] == ["pretrain", "ctc"]
+  assert [(row["kind"], row["attention"]) for row in rows[2:4]] == [("pretrain", "auto"), ("ctc", "fused")]
   assert rows[-1]["size"] == "ci"
 
 

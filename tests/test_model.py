@@ -219,6 +219,18 @@ def test_bfloat16_compute_runs_in_bfloat16_and_stays_close():
   assert 1e-3 * scale < error < 0.05 * scale  # bfloat16 rounding shows (~8 bits), and stays small
 
 
+def test_fused_attention_equals_the_batched_one():
+  model, variables = _tiny(attention_impl="batched")
+  fused = Wav2Vec2ForCTC(model.config.replace(attention_impl="fused"))
+  waveform = jax.random.normal(jax.random.PRNGKey(3), (2, 8000))
+  mask = jnp.asarray(np.arange(8000)[None] < np.array([[8000], [4500]]))
+  expected = jax.jit(model.apply)(variables, waveform, mask).logits
+  np.testing.assert_allclose(jax.jit(fused.apply)(variables, waveform, mask).logits, expected, atol=1e-5)
+  with pytest.raises(ValueError, match="fused"):
+    fused.apply(variables, waveform, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0),
+                                                                "mask": jax.random.PRNGKey(1)})
+
+
 @pytest.mark.parametrize("layer_norm_first", [False, True])
 def test_per_head_attention_equals_the_batched_one(layer_norm_first):
   model, variables = _tiny(attention_impl="batched", layer_norm_first=layer_norm_first)

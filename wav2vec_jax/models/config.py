@@ -87,7 +87,8 @@ class ModelConfig:
   # group) or "auto" (fft on CPU, conv on GPU/TPU). Both compute the same function (within ~1e-6 in float32).
   pos_conv_impl: str = "auto"
   # Self-attention: "batched" (all heads in two batched matmuls), "per_head" (lax.map over heads, no attention
-  # dropout) or "auto" (per_head for deterministic passes on a single CPU device: ~2x faster there; else batched).
+  # dropout), "fused" (jax.nn.dot_product_attention: cuDNN on GPU; no attention dropout) or "auto" (per_head for
+  # deterministic passes on a single CPU device: ~2x faster there; else batched).
   attention_impl: str = "auto"
   initializer_range: float = 0.02
 
@@ -155,8 +156,8 @@ class ModelConfig:
       raise ValueError(f"remat_policy must be 'none', 'full' or 'dots', got {self.remat_policy!r}")
     if self.pos_conv_impl not in ("auto", "conv", "fft"):
       raise ValueError(f"pos_conv_impl must be 'auto', 'conv' or 'fft', got {self.pos_conv_impl!r}")
-    if self.attention_impl not in ("auto", "batched", "per_head"):
-      raise ValueError(f"attention_impl must be 'auto', 'batched' or 'per_head', got {self.attention_impl!r}")
+    if self.attention_impl not in ("auto", "batched", "per_head", "fused"):
+      raise ValueError(f"attention_impl must be 'auto', 'batched', 'per_head' or 'fused', got {self.attention_impl!r}")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"{name} must be 'float32', 'bfloat16' or 'float16', got {getattr(self, name)!r}")
