@@ -3,15 +3,16 @@ r"""The prepared accelerator check: parity, then training-step benchmarks agains
   python experiments/accelerator_check.py                    # on whatever device JAX finds; <= 8 minutes on a GPU
   python experiments/accelerator_check.py --size=ci          # CPU-sized (tests/test_accelerator_check.py runs it)
 
-On a lent GPU machine (its image has jax, flax, optax, orbax, torch and transformers but not soundfile: carry wheels
-of soundfile, cffi and pycparser, see ../.library/device/README.md), from the repository root:
-  python3 experiments/accelerator_check.py 2>&1 | tee $OUT/check.jsonl
+On a lent GPU machine, from the repository root (its image has what this needs: jax, flax, optax, torch,
+transformers, absl, pytest; the audio decoders, TensorFlow and ml_collections are not imported):
+  PYTHONUNBUFFERED=1 python3 experiments/accelerator_check.py 2>&1 | tee $OUT/check.jsonl
 
 Stages, each reported as JSON lines; a failing stage is reported and the next one still runs:
   1. env        backend, device kind and count, jax / torch versions, whether torch sees the device.
-  2. parity     pytest over the parity tests (`--parity_k`) on this device: float32 with
-                JAX_DEFAULT_MATMUL_PRECISION=highest (a GPU's default float32 matmul is TF32), then the bfloat16
-                bounds; passed / failed counts and the failures' names.
+  2. parity     pytest over the parity tests (`--parity_k`) on this device, once with
+                JAX_DEFAULT_MATMUL_PRECISION=highest (true float32) and once with the backend's default (TF32 on a
+                GPU, where the float32 bars may not hold: that is what the second run shows); the bfloat16 bound
+                tests run in both; passed / failed counts and the failures' names.
   3. benchmark  `benchmark.py`'s real train step for each case of `--size` (device: BASE and LARGE, pre-training
                 and CTC, bfloat16, batches sized to fill a GPU's memory the way fairseq's recipes fill theirs; ci:
                 the tiny model, small batches), interleaved with transformers' step on the same device with bf16
