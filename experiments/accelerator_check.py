@@ -71,6 +71,17 @@ def environment() -> dict:
   return row
 
 
+def pytest_counts(summary: str) -> dict[str, int]:
+  """Passed / failed / skipped / error counts of pytest's last line, e.g. "2 failed, 5 passed, 1 error in 3.1s"."""
+  counts = {word: 0 for word in ("passed", "failed", "skipped", "error")}
+  for part in summary.replace("=", "").split(","):
+    number, _, word = part.strip().partition(" ")
+    for key in counts:
+      if word.startswith(key) and number.isdigit():
+        counts[key] = int(number)
+  return counts
+
+
 def parity(expression: str, backend: str, precisions: list[str]) -> list[dict]:
   """The parity tests on this device, once per default matmul precision (float32 at full precision, then the
   backend's default, TF32 on a GPU)."""
@@ -84,12 +95,7 @@ def parity(expression: str, backend: str, precisions: list[str]) -> list[dict]:
     start = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
-    counts = {word: 0 for word in ("passed", "failed", "skipped", "error")}
-    for part in summary.replace("=", "").split(","):
-      number, _, word = part.strip().partition(" ")
-      for key in counts:
-        if word.startswith(key) and number.isdigit():
-          counts[key] = int(number)
+    counts = pytest_counts(summary)
     failures = [line.split(" ")[1] for line in result.stdout.splitlines() if line.startswith("FAILED ")]
     rows.append({"stage": "parity", "matmul_precision": precision, **counts, "failures": failures[:20],
                  "summary": summary, "seconds": round(time.perf_counter() - start, 1)})
