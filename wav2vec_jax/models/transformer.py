@@ -101,7 +101,7 @@ QUERY_BLOCK = 1024
 
 
 def attention_impl(cfg: ModelConfig, deterministic: bool, backend: str, devices: int) -> str:
-  """"batched" or "per_head": `cfg.attention_impl` with "auto" resolved: per_head for a deterministic forward pass
+  """"batched", "per_head" or "fused": `cfg.attention_impl` with "auto" resolved: per_head for a deterministic pass
   (inference, validation) on a single CPU device, where the attention runs about 2x faster; batched otherwise.
 
   "fused" (`jax.nn.dot_product_attention`: cuDNN's fused kernel on a GPU, XLA elsewhere) is only taken when asked
