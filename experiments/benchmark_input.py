@@ -1,0 +1,69 @@
+r"""Input pipeline throughput against CPU cores: audio seconds per second that one host's tf.data pipeline delivers.
+
+  python experiments/benchmark_input.py                      # 1 core, then every core, in one command
+  python experiments/benchmark_input.py --cores=1,2,4,8,16 --batches=40
+
+For each entry of --cores it launches itself pinned to that many cores (`taskset`), reads --batches pre-training
+batches of the generated corpus (FLAC decode, normalisation, cropping into length buckets: the path a BASE run
+takes) after --warmup batches, and prints one JSON line: audio seconds per second, batches per second, and the speed-up
+over the first entry. With the host model: a TPU v4 chip at 50% MFU consumes ~3,000 audio-s/s of BASE pre-training
+(~43 GFLOP per audio second, 275 TFLOP/s bf16), so a host's cores must deliver that per chip.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+flags.DEFINE_list("cores", ["1", str(os.cpu_count())], "Core counts to run with, in order (the first is the base).")
+flags.DEFINE_integer("batches", 100, "Timed batches (prefetched batches count too: keep it >> the prefetch of 4).")
+flags.DEFINE_integer("warmup", 5, "Untimed batches first (pipeline start, tf.data warm-up).")
+flags.DEFINE_integer("batch_budget", 1_400_000, "Samples per batch (BASE: 1.4M per GPU).")
+flags.DEFINE_bool("child", False, "Internal: measure in this process.")
+
+TPU_V4_AUDIO_S_PER_S = 3_000  # one chip of BASE pre-training at 50% MFU (README, Speed)
+
+
+def measure(f) -> dict:
+  """Audio seconds per second of `f.batches` pre-training batches from the default corpus's train split."""
+  from data_pipelines import corpus, pipeline, sources  # pylint: disable=g-import-not-at-top
+  index = sources.librispeech_folder(str(corpus.ensure_default_corpus()), "train")
+  config = {"mode": "pretrain", "batch_budget": f.batch_budget, "min_sample_size": 16_000, "normalize": True,
+            "max_sample_size": 250_000, "num_buckets": 4}
+  batches = iter(pipeline.make_iterator(index, config))
+  for _ in range(f.warmup):
+    next(batches)
+  samples, start = 0, time.perf_counter()
+  for _ in range(f.batches):
+    batch = next(batches)
+    samples += int(batch["attention_mask"].sum())
+  seconds = time.perf_counter() - start
+  return {"cores": len(os.sched_getaffinity(0)), "audio_s_per_s": round(samples / 16_000 / seconds, 1),
+          "batches_per_s": round(f.batches / seconds, 2)}
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  if f.child:
+    print(json.dumps(measure(f)), flush=True)
+    return
+  base = None
+  for cores in f.cores:
+    command = ["taskset", "-c", f"0-{int(cores) - 1}", sys.executable, os.path.abspath(__file__), "--child",
+               f"--batches={f.batches}", f"--warmup={f.warmup}", f"--batch_budget={f.batch_budget}"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    row = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+    base = base or row["audio_s_per_s"]
+    row.update({"speedup": round(row["audio_s_per_s"] / base, 2),
+                "cores_per_tpu_v4_chip": round(TPU_V4_AUDIO_S_PER_S / (row["audio_s_per_s"] / row["cores"]), 1)})
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
