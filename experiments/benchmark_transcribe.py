@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from data_pipelines import ngram, storage  # noqa: E402  pylint: disable=g-import-not-at-top
 from data_pipelines.vocab import Vocab  # noqa: E402  pylint: disable=g-import-not-at-top
 from wav2vec_jax.inference import beam  # noqa: E402  pylint: disable=g-import-not-at-top
-from wav2vec_jax.inference.recognizer import Recognizer  # noqa: E402  pylint: disable=g-import-not-at-top
+from wav2vec_jax.inference.recognizer import Recognizer, kernels_in  # noqa: E402  pylint: disable=g-import-not-at-top
 
 flags.DEFINE_float("seconds", 60.0, "Audio length.")
 flags.DEFINE_float("chunk_s", 20.0, "Window length.")
@@ -142,9 +142,7 @@ def window_parts(f):
                                ("conv_encoder_s", FeatureEncoder(cfg), (waveform,)),
                                ("one_layer_s", EncoderLayer(cfg), (hidden, jnp.ones(hidden.shape[:2], bool))),
                                ("pos_conv_s", PositionalConvEmbedding(cfg), (hidden,))]:
-      params = jax.jit(module.init)(jax.random.PRNGKey(0), *args)
-      if dtype != "float32":  # kernels stored in the compute dtype, as Recognizer keeps them
-        params = jax.tree_util.tree_map(lambda p: p.astype(dtype) if p.ndim >= 2 else p, params)  # pylint: disable=cell-var-from-loop
+      params = jax.device_put(kernels_in(jax.jit(module.init)(jax.random.PRNGKey(0), *args), dtype))  # as Recognizer
       forward = jax.jit(module.apply)
       jax.block_until_ready(forward(params, *args))
       row[name] = round(_best_time(lambda: jax.block_until_ready(forward(params, *args)), f.repeats)[0], 3)  # pylint: disable=cell-var-from-loop

@@ -90,6 +90,18 @@ def input_normalization(checkpoint: str, model) -> bool:
   return model.config.feat_extract_norm == "layer"
 
 
+def kernels_in(params, dtype: str):
+  """`params` as numpy arrays with every floating parameter of 2 or more axes (matmul and conv kernels) in `dtype`
+  and the rest (biases, norms) as they are: an inference model keeps its kernels in the compute dtype, so that no
+  call casts them again. float32 leaves everything float32."""
+
+  def stored(p):
+    p = np.asarray(p)
+    return p.astype(dtype) if p.ndim >= 2 and np.issubdtype(p.dtype, np.floating) else p
+
+  return jax.tree_util.tree_map(stored, params)
+
+
 def window_plan(num_frames: int, window: int, context: int) -> list[tuple[int, int, int]]:
   """How `num_frames` frames are covered by windows of `window` frames overlapping by `2 * context`.
 
@@ -140,13 +152,7 @@ class Recognizer:
     """
     cfg = model.config
     self.model, self.vocab, self.normalize, self.batch_size = model, vocab, normalize, batch_size
-    dtype = cfg.compute_dtype
-
-    def stored(p):
-      p = np.asarray(p)
-      return p.astype(dtype) if dtype != np.float32 and p.ndim >= 2 and np.issubdtype(p.dtype, np.floating) else p
-
-    self.params = jax.device_put(jax.tree_util.tree_map(stored, variables["params"]))
+    self.params = jax.device_put(kernels_in(variables["params"], cfg.dtype))
     self.hop = int(np.prod(cfg.conv_stride))
     self.receptive_field = cfg.receptive_field
     self.seconds_per_frame = self.hop / audio.TARGET_SAMPLE_RATE

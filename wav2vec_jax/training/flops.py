@@ -241,7 +241,7 @@ def measure_matmul_peak(dtype=jnp.float32, size: int | None = None, iters: int |
 
 
 # Dense bf16 matmul FLOP/s of one device by datasheet, matched against `device_kind` (first match wins).
-DATASHEET_BF16 = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12), ("TPU v6", 918e12),
+DATASHEET_BF16 = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("TPU v6", 918e12),
                   ("TPU v5p", 459e12), ("TPU v5", 197e12), ("TPU v4", 275e12))
 
 
