@@ -30,7 +30,7 @@ class InputConfig:
   multilingual_alpha: float | None = None  # resample languages with p_l ∝ (n_l/N)^α (XLSR: 0.5); None: as is
   size_by: str = "utterances"  # n_l counts "utterances" (fairseq) or "samples" (the paper's hours)
   cache_audio_bytes: int = 0  # keep decoded audio in memory up to this many bytes (small corpora); 0: off
-  num_parallel_calls: int = -1  # decode parallelism; -1 = tf.data.AUTOTUNE
+  num_parallel_calls: int = -1  # batches decoded at once; -1 = one per usable CPU core, at most 16
   prefetch: int = 4  # batches prefetched
   use_tf_data: bool = True  # False: plain Python loop (same batches; for debugging and tests)
 

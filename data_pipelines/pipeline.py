@@ -16,6 +16,7 @@ without decoding them, so a resumed run sees exactly the batches an uninterrupte
 import dataclasses
 import hashlib
 import json
+import os
 import threading
 from typing import Any, Iterator, Mapping
 
@@ -226,7 +227,10 @@ class InputIterator:
         yield epoch, s, int(plan.buckets[s]), rows, offset
       epoch, step = epoch + 1, 0
 
-  def _tf_batches(self, epoch: int, step: int) -> Iterator:
+  def tf_dataset(self, epoch: int, step: int):
+    """The `tf.data.Dataset` of this host's batches from a position on (as tuples of arrays; `__next__` assembles
+    them): planned jobs, decoded `usable_cores()` (or `num_parallel_calls`) batches at a time, in order, prefetched,
+    with tf.data's autotuning off."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     _hide_gpus_from_tensorflow(tf)
     scalar = tf.TensorSpec((), tf.int64)
@@ -240,9 +244,13 @@ class InputIterator:
       return tuple(tf.numpy_function(lambda e, s, b, rows, off: self._load(int(e), int(s), int(b), rows, int(off)),
                                      job, tout, stateful=False))
 
-    parallel = tf.data.AUTOTUNE if self.config.num_parallel_calls < 0 else self.config.num_parallel_calls
+    parallel = self.config.num_parallel_calls if self.config.num_parallel_calls > 0 else usable_cores()
     ds = ds.map(load, num_parallel_calls=parallel, deterministic=True).prefetch(self.config.prefetch)
-    return ds.as_numpy_iterator()
+    # No autotuning: its model thread made releasing the iterator take 30-60 s at the end of long runs on a busy
+    # machine (tf.data's RootDataset waits for it), and every parallelism here is explicit.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
   def __iter__(self) -> "InputIterator":
     return self
@@ -250,7 +258,7 @@ class InputIterator:
   def __next__(self) -> dict[str, np.ndarray]:
     if self._batches is None:
       if self.config.use_tf_data:
-        self._batches = self._tf_batches(self._epoch, self._step)
+        self._batches = self.tf_dataset(self._epoch, self._step).as_numpy_iterator()
       else:
         self._batches = (self._load(*job[:3], job[3], job[4]) for job in self._schedule(self._epoch, self._step))
     try:
@@ -268,6 +276,13 @@ class InputIterator:
       if self._step >= len(self.epoch_plan(self._epoch)):
         self._epoch, self._step = self._epoch + 1, 0
     return batch
+
+
+def usable_cores(cap: int = 16) -> int:
+  """The CPU cores this process may run on (its affinity mask, so `taskset` counts), at most `cap`: the number of
+  batches decoded at once when `InputConfig.num_parallel_calls` is -1."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  return max(1, min(cores, cap))
 
 
 def make_iterator(index: AudioIndex, config: InputConfig | Mapping[str, Any], *, vocab: Vocab | None = None,

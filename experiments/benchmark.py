@@ -74,13 +74,14 @@ class Case:
   remat: str = "none"
   pos_conv_impl: str = "auto"
   attention: str = "auto"  # ModelConfig.attention_impl
+  scan_unroll: int = 1  # ModelConfig.scan_unroll
 
 
 def model_config(case: Case):
   """The ModelConfig of a case (CTC: conv encoder frozen by feature_grad_mult=0, as in fine-tuning; per_head and
   fused attention: no attention dropout)."""
-  overrides = {"dtype": case.dtype, "scan_layers": case.scan_layers, "remat_policy": case.remat,
-               "pos_conv_impl": case.pos_conv_impl, "attention_impl": case.attention}
+  overrides = {"dtype": case.dtype, "scan_layers": case.scan_layers, "scan_unroll": case.scan_unroll,
+               "remat_policy": case.remat, "pos_conv_impl": case.pos_conv_impl, "attention_impl": case.attention}
   if case.kind == "ctc":
     overrides["feature_grad_mult"] = 0.0
   if case.attention in ("per_head", "fused"):  # neither drops attention weights (transformers' side gets the same)

@@ -68,6 +68,14 @@ def test_pretrain_fixed_shapes_no_padding_same_in_tf_data_and_eager(index):
   assert it_tf.counters()["input/padded_samples"] == 0 and it_tf.get_state()["epoch"] == 1
 
 
+def test_tf_data_runs_without_autotuning(index):
+  # tf.data's autotuning thread made releasing the iterator at the end of a run take 30-60 s on a busy machine
+  # (the main job's test lost ~70 s to it); the decode parallelism is set explicitly instead.
+  it = pipeline.make_iterator(index, BASE)
+  assert it.tf_dataset(0, 0).options().autotune.enabled is False
+  assert 1 <= pipeline.usable_cores() <= 16
+
+
 class _FullDecodeReader:
   """A reader without `read_window`: forces whole-file decoding."""
 

@@ -58,6 +58,11 @@ def test_scan_matches_unrolled_layers():
   waveform = jax.random.normal(jax.random.PRNGKey(1), (2, 8000))
   expected = jax.jit(model.apply)(variables, waveform).logits
   np.testing.assert_allclose(jax.jit(scanned.apply)({"params": stacked}, waveform).logits, expected, atol=1e-5)
+  # Two layers per loop iteration (scan_unroll), the same parameters and function.
+  unrolled = Wav2Vec2ForCTC(get_variant("tiny", scan_layers=True, scan_unroll=2, remat_policy="dots"))
+  np.testing.assert_allclose(jax.jit(unrolled.apply)({"params": stacked}, waveform).logits, expected, atol=1e-5)
+  with pytest.raises(ValueError, match="scan_unroll 3 must be >= 1 and divide num_layers 2"):
+    get_variant("tiny", scan_layers=True, scan_unroll=3)
 
 
 def test_audio_shorter_than_receptive_field_is_a_clear_error():

@@ -24,6 +24,9 @@ _HF_RENAMES = {
     "mask_feature_min_masks": "mask_channel_min_masks",
 }
 _TUPLE_FIELDS = ("conv_dim", "conv_kernel", "conv_stride")
+# How the model is computed, not what it computes: free to differ between a checkpoint and the run loading it.
+IMPLEMENTATION_FIELDS = ("dtype", "param_dtype", "scan_layers", "scan_unroll", "remat_policy", "pos_conv_impl",
+                         "attention_impl")
 _NOT_SUPPORTED = {  # HF fields whose non-default values this implementation does not model.
     "add_adapter": False,
     "use_weighted_layer_sum": False,
@@ -82,6 +85,7 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype of matmuls and convs; norms, softmax, logits and losses stay float32
   param_dtype: str = "float32"
   scan_layers: bool = False  # nn.scan over the transformer layers (flat compile time as depth grows)
+  scan_unroll: int = 1  # layers per iteration of the scan loop (scan_layers only; must divide num_layers)
   remat_policy: str = "none"  # "none", "full", "dots" (jax.checkpoint_policies.dots_saveable)
   # Positional conv: "fft" (spectral product, ~12x faster than XLA:CPU's grouped conv), "conv" (one conv per
   # group) or "auto" (fft on CPU, conv on GPU/TPU). Both compute the same function (within ~1e-6 in float32).
@@ -152,6 +156,8 @@ class ModelConfig:
     if self.codevector_dim % self.num_codevector_groups:
       raise ValueError(f"codevector_dim {self.codevector_dim} is not divisible by num_codevector_groups "
                        f"{self.num_codevector_groups}")
+    if self.scan_unroll < 1 or self.num_layers % self.scan_unroll:
+      raise ValueError(f"scan_unroll {self.scan_unroll} must be >= 1 and divide num_layers {self.num_layers}")
     if self.remat_policy not in ("none", "full", "dots"):
       raise ValueError(f"remat_policy must be 'none', 'full' or 'dots', got {self.remat_policy!r}")
     if self.pos_conv_impl not in ("auto", "conv", "fft"):
@@ -194,8 +200,7 @@ class ModelConfig:
           "feat_extract_activation": "gelu", "num_feat_extract_layers": len(self.conv_dim),
           "apply_spec_augment": True, "pad_token_id": 0, "ctc_loss_reduction": "mean", "ctc_zero_infinity": True,
           "torch_dtype": "float32"}
-    skip = ("dtype", "param_dtype", "scan_layers", "remat_policy", "pos_conv_impl", "attention_impl",
-            "feature_grad_mult", "feature_pen_weight", "gumbel_temperature")
+    skip = IMPLEMENTATION_FIELDS + ("feature_grad_mult", "feature_pen_weight", "gumbel_temperature")
     for field in dataclasses.fields(self):
       if field.name in skip:
         continue

@@ -273,7 +273,8 @@ class Encoder(nn.Module):
       block = nn.remat(block, policy=_remat_policy(cfg.remat_policy), prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                      in_axes=nn.broadcast, length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+                      in_axes=nn.broadcast, length=cfg.num_layers, unroll=cfg.scan_unroll,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
       x, _ = stack(cfg, self.deterministic, name="layers")(x, frame_mask)
     else:
       for i in range(cfg.num_layers):

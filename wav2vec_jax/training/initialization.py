@@ -18,14 +18,13 @@ from absl import logging
 from data_pipelines import storage
 
 from wav2vec_jax.interop.convert import CheckpointMismatchError
-from wav2vec_jax.models.config import ModelConfig
+from wav2vec_jax.models.config import IMPLEMENTATION_FIELDS, ModelConfig
 
 # ModelConfig fields a fine-tuning config sets whatever the checkpoint was trained with.
 REGIME_FIELDS = ("hidden_dropout", "attention_dropout", "activation_dropout", "dropout_input", "dropout_features",
                  "final_dropout", "layerdrop", "feature_grad_mult", "mask_time_prob", "mask_time_length",
-                 "mask_time_min_masks", "mask_channel_prob", "mask_channel_length", "mask_channel_min_masks",
-                 "dtype", "param_dtype", "scan_layers", "remat_policy", "pos_conv_impl",
-                 "attention_impl")
+                 "mask_time_min_masks", "mask_channel_prob", "mask_channel_length",
+                 "mask_channel_min_masks") + IMPLEMENTATION_FIELDS
 
 
 def load_initial(path: str, scan_layers: bool):
