@@ -114,14 +114,13 @@ def test_compile_benchmark_runs_each_layout_beside_the_unrolled_one():
 
   script = os.path.join(os.path.dirname(_PATH), "benchmark_compile.py")
   out = subprocess.run([sys.executable, script, "--variant=tiny", "--kind=pretrain", "--batch=2", "--samples=16000",
-                        "--steps=2", "--warmup=0", "--layouts=unrolled,scan:unroll=2,scan:remat=dots"],
+                        "--steps=2", "--warmup=0", "--layouts=unrolled,scan:unroll=2:remat=dots"],
                        capture_output=True, text=True, timeout=600, check=True).stdout
-  unrolled, unroll2, dots = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-  assert [r["layout"] for r in (unrolled, unroll2, dots)] == ["unrolled", "scan:unroll=2", "scan:remat=dots"]
-  for r in (unrolled, unroll2, dots):
+  unrolled, dots = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+  assert [r["layout"] for r in (unrolled, dots)] == ["unrolled", "scan:unroll=2:remat=dots"]
+  for r in (unrolled, dots):
     assert r["compile_s"] > 0 and r["lower_s"] > 0 and r["step_ms"] > 0 and r["steps"] == 2
     assert r["kernels"] > r["optimizer_kernels"] > 0
   # Scanned layers are stacked: one leaf per parameter of the layer instead of one per layer (tiny: 2 layers).
-  assert unroll2["param_leaves"] < unrolled["param_leaves"] and dots["param_leaves"] == unroll2["param_leaves"]
-  assert dots["optimizer_kernels"] < unrolled["optimizer_kernels"]
+  assert dots["param_leaves"] < unrolled["param_leaves"]
   assert "step_over_unrolled" not in unrolled and dots["step_over_unrolled"] > 0

@@ -78,9 +78,10 @@ def test_the_main_job_pretrains_finetunes_evaluates_and_transcribes(tmp_path):
     assert os.path.getsize(os.path.join(root, path)) > 0, path
   assert "Error occurred when finalizing" not in out and "oneDNN" not in out, out[-3000:]  # a clean console
 
-  # Word timing on the held-out split against eSpeak NG's word timings, and 1.5 minutes of concatenated test audio
-  # transcribed in 20 s windows and whole (README, Inference, has the 3-minute figures).
-  timing = evaluate_timing.evaluate(os.path.join(tuned, "best"), "", "test", long_minutes=1.5, chunk_s=20.0,
+  # Word timing on the held-out split against eSpeak NG's word timings, and 3 minutes of concatenated test audio
+  # transcribed in 20 s windows and whole (figures: README, Inference). Not less: over 1.5 minutes the windowed and
+  # whole-file CERs differed by more than the bound below.
+  timing = evaluate_timing.evaluate(os.path.join(tuned, "best"), "", "test", long_minutes=3.0, chunk_s=20.0,
                                     context_s=3.0)
   print(json.dumps(timing))
   aligned, long_audio = timing["alignment"], timing["long_audio"]
@@ -88,7 +89,7 @@ def test_the_main_job_pretrains_finetunes_evaluates_and_transcribes(tmp_path):
   # Measured medians 34-37 ms, p95 82-174 ms (start) and 20-32 / 102-166 ms (end) on two fine-tuned tiny models.
   assert aligned["start"]["median_ms"] <= 60 and aligned["start"]["p95_ms"] <= 250, aligned
   assert aligned["end"]["median_ms"] <= 60 and aligned["end"]["p95_ms"] <= 250, aligned
-  assert long_audio["seconds"] >= 90 and long_audio["windows"] >= 6
+  assert long_audio["seconds"] >= 180 and long_audio["windows"] >= 10
   # Windows lose no text: the windowed transcript is as close to the reference as the whole-file one (a window
   # border that dropped or doubled audio would add ~20% CER), and the reference's words fall at the same times.
   assert long_audio["cer_windowed_vs_reference"] <= long_audio["cer_whole_vs_reference"] + 0.02, long_audio
