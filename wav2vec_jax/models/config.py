@@ -86,7 +86,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   scan_layers: bool = False  # nn.scan over the transformer layers (flat compile time as depth grows)
   scan_unroll: int = 1  # layers per iteration of the scan loop (scan_layers only; must divide num_layers)
-  remat_policy: str = "none"  # "none", "full", "dots" (jax.checkpoint_policies.dots_saveable)
+  remat_policy: str = "none"  # "none", "full", "dots" (matmul outputs kept: dots_with_no_batch_dims_saveable)
   # Positional conv: "fft" (spectral product, ~12x faster than XLA:CPU's grouped conv), "conv" (one conv per
   # group) or "auto" (fft on CPU, conv on GPU/TPU). Both compute the same function (within ~1e-6 in float32).
   pos_conv_impl: str = "auto"
