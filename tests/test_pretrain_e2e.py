@@ -37,7 +37,7 @@ def test_the_main_job_pretrains_finetunes_evaluates_and_transcribes(tmp_path):
   out = e2e.finish(e2e.launch(
       "demo.py", root, "--pretrain_config.measure_peak_flops=false", "--pretrain_config.fault_injection.nan_steps=(3,)",
       "--finetune_config.measure_peak_flops=false", "--finetune_config.total_steps=1000", "--lm_weights=0.5,1",
-      "--word_scores=0", optimize=True))
+      "--word_scores=0", optimize=True), timeout=1800)  # a cold machine also generates the corpus (~3.5 min)
   workdir, tuned = os.path.join(root, "pretrain"), os.path.join(root, "finetune")
   # Pre-training: the tiny recipe (1500 steps, ~3 min on 2 cores) sits at chance for 400-700 updates, then learns.
   rows = e2e.metrics(workdir)
