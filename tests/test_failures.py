@@ -61,6 +61,9 @@ def test_relaunch_with_another_model_names_the_field_and_keeps_the_workdir(folde
   meta = open(os.path.join(workdir, "wav2vec_jax.json")).read()
   with pytest.raises(loop.ConfigError, match=r"hidden_size: checkpoint 32, config 48.*new --workdir"):
     loop.train_and_evaluate(_config(folder, total_steps=4, **{"model.hidden_size": 48}), workdir)
+  # Stacked layers are another checkpoint layout (the BASE/LARGE recipes scan, the tiny one does not).
+  with pytest.raises(loop.ConfigError, match=r"scan_layers: checkpoint False, config True"):
+    loop.train_and_evaluate(_config(folder, total_steps=4, **{"model.scan_layers": True}), workdir)
   assert open(os.path.join(workdir, "wav2vec_jax.json")).read() == meta  # not overwritten
   wav2vec_jax.load_pretrained(workdir)  # the workdir's own checkpoints still load
 

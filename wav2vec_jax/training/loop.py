@@ -87,8 +87,9 @@ def _check_resume_config(workdir: str, cfg, architecture: str) -> None:
     return
   saved = json.loads(path.read_text())
   ours = dataclasses.asdict(cfg)
+  free = set(initialization.REGIME_FIELDS) - {"scan_layers"}  # scan_layers is the checkpoint's layout: kept
   differs = {k: (v, ours.get(k)) for k, v in saved["model_config"].items()
-             if k not in initialization.REGIME_FIELDS and (tuple(v) if isinstance(v, list) else v) != ours.get(k)}
+             if k not in free and (tuple(v) if isinstance(v, list) else v) != ours.get(k)}
   if differs or saved["architecture"] != architecture:
     fields = ", ".join(f"{k}: checkpoint {a!r}, config {b!r}" for k, (a, b) in sorted(differs.items()))
     raise ConfigError(f"{workdir} holds checkpoints of another model ({saved['architecture']} vs {architecture}; "
