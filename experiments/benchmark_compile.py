@@ -39,7 +39,7 @@ from wav2vec_jax.training import partitioning  # noqa: E402
 flags.DEFINE_list("layouts", ["unrolled", "scan", "scan:unroll=2", "scan:remat=dots"],
                   "Layer layouts; the first must be `unrolled` (the baseline every other one runs beside).")
 
-_OPS = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = \S+ (\w[\w\-]*)\(")
+_OPS = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S+ (\w[\w\-]*)\(")  # (instruction name, opcode)
 _UNCOUNTED = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")
 
 
@@ -78,11 +78,10 @@ def kernel_counts(hlo_text: str) -> dict[str, int]:
       fused = "fused_computation" in line or line.lstrip("%").startswith("fused")
       continue
     match = _OPS.match(line)
-    if fused or not match or match.group(1) in _UNCOUNTED:
+    if fused or not match or match.group(2) in _UNCOUNTED:
       continue
     counts["kernels"] += 1
-    name = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) =", line).group(1)
-    if profile_step.part_of(metadata.get(name, "")) == "optimizer":
+    if profile_step.part_of(metadata.get(match.group(1), "")) == "optimizer":
       counts["optimizer_kernels"] += 1
   return dict(counts)
 
