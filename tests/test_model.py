@@ -318,3 +318,33 @@ def test_config_typo_is_a_clear_error():
     get_variant("base", feat_extract_norm="batch")
   with pytest.raises(ValueError, match="pos_conv_impl"):
     get_variant("base", pos_conv_impl="fftw")
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_norms_and_gelu_equal_torch_forward_and_backward(axis):
+  """`layers.Norm` is torch's LayerNorm (axis -1) or GroupNorm(C, C) (axis 1), `layers.gelu` torch's exact GELU, with
+  their input and parameter gradients; a scale, shift, statistic or gradient formula off by anything shows here."""
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(7)
+  x = (3.0 * rng.normal(size=(2, 37, 6)) + 1.5).astype(np.float32)
+  scale, bias = (1 + 0.3 * rng.normal(size=6)).astype(np.float32), (0.2 * rng.normal(size=6)).astype(np.float32)
+  cotangent = rng.normal(size=x.shape).astype(np.float32)
+
+  def ours(x, scale, bias):
+    y = layers.Norm(axis=axis, epsilon=1e-5).apply({"params": {"scale": scale, "bias": bias}}, x)
+    return layers.gelu(y)
+
+  out, vjp = jax.vjp(ours, x, scale, bias)
+  grads = vjp(cotangent)
+  tx, ts, tb = (torch.tensor(a, requires_grad=True) for a in (x, scale, bias))
+  if axis == -1:
+    normed = torch.nn.functional.layer_norm(tx, (6,), ts, tb, eps=1e-5)
+  else:  # GroupNorm runs on [batch, channels, time]
+    normed = torch.nn.functional.group_norm(tx.transpose(1, 2), 6, ts, tb, eps=1e-5).transpose(1, 2)
+  expected = torch.nn.functional.gelu(normed)
+  expected.backward(torch.tensor(cotangent))
+  np.testing.assert_allclose(out, expected.detach().numpy(), atol=2e-6)
+  for got, want in zip(grads, (tx.grad, ts.grad, tb.grad)):
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=2e-5)
+  params = layers.Norm(axis=axis).init(jax.random.PRNGKey(0), x)["params"]
+  assert set(params) == {"scale", "bias"}  # flax's LayerNorm/GroupNorm names: checkpoints load unchanged

@@ -31,10 +31,7 @@ class ConvLayer(nn.Module):
         conv_general_dilated=layers.conv_general_dilated, name="conv")(x)
     if self.norm == "group":
       # GroupNorm with one group per channel: statistics over time (padding included, as in the reference).
-      x = nn.GroupNorm(
-          num_groups=c_out, epsilon=1e-5, dtype=jnp.float32, param_dtype=cfg.weight_dtype, use_fast_variance=False,
-          scale_init=layers.partitioned(nn.initializers.ones, ("conv_out",)),
-          bias_init=layers.partitioned(nn.initializers.zeros, ("conv_out",)), name="layer_norm")(x)
+      x = layers.Norm(axis=1, axis_name="conv_out", epsilon=1e-5, param_dtype=cfg.weight_dtype, name="layer_norm")(x)
     elif self.norm == "layer":
       x = layers.layer_norm(cfg, "layer_norm", axis_name="conv_out", epsilon=1e-5)(x)
     return layers.gelu(x).astype(cfg.compute_dtype)

@@ -34,12 +34,37 @@ def partitioned(init, names):
   return nn.with_logical_partitioning(init, names)
 
 
-def layer_norm(cfg, name: str | None, axis_name: str = "embed", epsilon: float | None = None) -> nn.LayerNorm:
-  """LayerNorm computed in float32 with a two-pass variance, as torch does (name None inside `setup`)."""
-  return nn.LayerNorm(
-      epsilon=cfg.layer_norm_eps if epsilon is None else epsilon, dtype=jnp.float32, param_dtype=cfg.weight_dtype,
-      use_fast_variance=False, scale_init=partitioned(nn.initializers.ones, (axis_name,)),
-      bias_init=partitioned(nn.initializers.zeros, (axis_name,)), name=name)
+def layer_norm(cfg, name: str | None, axis_name: str = "embed", epsilon: float | None = None) -> "Norm":
+  """LayerNorm over the last axis, in float32 with a two-pass variance, as torch (name None inside `setup`)."""
+  return Norm(axis=-1, axis_name=axis_name, epsilon=cfg.layer_norm_eps if epsilon is None else epsilon,
+              param_dtype=cfg.weight_dtype, name=name)
+
+
+class Norm(nn.Module):
+  """Normalises `[..., channels]` over `axis`, then scales and shifts per channel; returns float32.
+
+  `axis=-1` is torch.nn.LayerNorm(channels); `axis=1` on `[batch, time, channels]` is torch.nn.GroupNorm(C, C)
+  (each channel over time, padded samples included, as in the reference). Statistics in float32 with a two-pass
+  variance, as torch. Parameters `scale` and `bias` `[channels]` (flax's LayerNorm/GroupNorm names: checkpoints
+  are unchanged). Written out rather than nn.LayerNorm / nn.GroupNorm because XLA:CPU fuses this form into fewer
+  passes, above all in the backward pass (`experiments/benchmark_norm.py`).
+  """
+
+  axis: int = -1
+  axis_name: str = "embed"  # logical name of the channel axis of the parameters
+  epsilon: float = 1e-5
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    scale = self.param("scale", partitioned(nn.initializers.ones, (self.axis_name,)), (channels,), self.param_dtype)
+    bias = self.param("bias", partitioned(nn.initializers.zeros, (self.axis_name,)), (channels,), self.param_dtype)
+    x = x.astype(jnp.float32)
+    mean = jnp.mean(x, axis=self.axis, keepdims=True)
+    centred = x - mean
+    var = jnp.mean(centred * centred, axis=self.axis, keepdims=True)
+    return centred * jax.lax.rsqrt(var + self.epsilon) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
 
 
 def dense(cfg, features: int, names: tuple[str, str], name: str, kernel_init=None, bias_init=None,
@@ -144,5 +169,11 @@ scale_gradient.defvjp(_scale_fwd, _scale_bwd)
 
 
 def gelu(x):
-  """Exact (erf) GELU, as torch.nn.GELU / transformers' "gelu"."""
-  return jax.nn.gelu(x, approximate=False)
+  """Exact GELU, `x / 2 * (1 + erf(x / sqrt(2)))`: torch.nn.GELU's formula (transformers' "gelu"). Any shape/dtype.
+
+  `jax.nn.gelu(approximate=False)` computes the same through erfc, which XLA:CPU expands into a slower
+  exp-based polynomial; erf is a rational polynomial (within 1e-6 of it and of torch).
+  """
+  sqrt_half = jnp.asarray(math.sqrt(0.5), x.dtype)
+  return 0.5 * x * (1.0 + jax.lax.erf(x * sqrt_half))
+
