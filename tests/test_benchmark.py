@@ -124,3 +124,21 @@ def test_compile_benchmark_runs_each_layout_beside_the_unrolled_one():
   # Scanned layers are stacked: one leaf per parameter of the layer instead of one per layer (tiny: 2 layers).
   assert dots["param_leaves"] < unrolled["param_leaves"]
   assert "step_over_unrolled" not in unrolled and dots["step_over_unrolled"] > 0
+
+
+def test_kernel_benchmark_times_norms_gelu_and_matmuls_against_their_alternatives():
+  import subprocess  # pylint: disable=g-import-not-at-top
+
+  script = os.path.join(os.path.dirname(_PATH), "benchmark_kernels.py")
+  out = subprocess.run([sys.executable, script, "--shapes=2x50x8", "--matmuls=64x32x96", "--repeats=2"],
+                       capture_output=True, text=True, timeout=600, check=True).stdout
+  lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+  by_case = {line["case"]: line for line in lines}
+  assert sorted(by_case) == ["gelu", "group_norm", "layer_norm", "matmul forward x @ w", "matmul input grad g @ w.T",
+                             "matmul weight grad x.T @ g"]
+  for name in ("gelu", "group_norm", "layer_norm"):  # the same function both ways, timed both ways
+    line = by_case[name]
+    assert line["shape"] == [2, 50, 8] and line["max_abs_diff_out"] < 1e-5 and line["max_abs_diff_grad_x"] < 1e-5
+    assert min(line["ours_fwd_ms"], line["theirs_vjp_ms"], line["fwd_theirs_over_ours"]) > 0
+  matmuls = [line for name, line in by_case.items() if name.startswith("matmul")]
+  assert all(line["ours_gflop_s"] > 0 and line["torch_ms"] > 0 for line in matmuls)

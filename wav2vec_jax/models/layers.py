@@ -47,7 +47,7 @@ class Norm(nn.Module):
   (each channel over time, padded samples included, as in the reference). Statistics in float32 with a two-pass
   variance, as torch. Parameters `scale` and `bias` `[channels]` (flax's LayerNorm/GroupNorm names: checkpoints
   are unchanged). Written out rather than nn.LayerNorm / nn.GroupNorm because XLA:CPU fuses this form into fewer
-  passes, above all in the backward pass (`experiments/benchmark_norm.py`).
+  passes, above all in the backward pass (`experiments/benchmark_kernels.py`).
   """
 
   axis: int = -1
