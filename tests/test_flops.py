@@ -56,8 +56,8 @@ def test_forward_matches_xla_cost_analysis(name, kind):
   cfg = CONFIGS[name]()
   count = flops.count_flops(cfg, 2, 16000, kind)
   compiled = _forward(cfg, kind, 2, 16000)
-  # Measured: 0.6% (base_1_layer), 5-6% (tiny, whose GELUs weigh ~40% and the elementwise estimate is rough).
-  assert abs(flops.cross_check(compiled, count.xla_comparable_forward) - 1) < (0.07 if name == "tiny" else 0.01)
+  # Measured: 0.5% (base_1_layer), 1.5-1.8% (tiny, where the rough elementwise estimate weighs ~8%).
+  assert abs(flops.cross_check(compiled, count.xla_comparable_forward) - 1) < (0.03 if name == "tiny" else 0.01)
   if name != "tiny":  # at realistic widths the matmuls alone are within a few percent (measured 4.4%)
     assert abs(flops.cross_check(compiled, count.forward_total) - 1) < 0.05
 
