@@ -13,13 +13,16 @@ Stages, each reported as JSON lines; a failing stage is reported and the next on
                 JAX_DEFAULT_MATMUL_PRECISION=highest (true float32) and once with the backend's default (TF32 on a
                 GPU, where the float32 bars may not hold: that is what the second run shows); the bfloat16 bound
                 tests run in both; passed / failed counts and the failures' names.
-  3. benchmark  `benchmark.py`'s real train step for each case of `--size` (device: BASE and LARGE, pre-training
+  3. pos_conv   the positional conv through each `pos_conv_impl` (FFT product, one conv per group), forward and
+                VJP at the benchmark cases' shapes (`benchmark_kernels.measure_pos_conv`): what "auto" should pick
+                on this backend.
+  4. benchmark  `benchmark.py`'s real train step for each case of `--size` (device: BASE and LARGE, pre-training
                 and CTC, bfloat16, batches sized to fill a GPU's memory the way fairseq's recipes fill theirs; ci:
                 the tiny model, small batches), interleaved with transformers' step on the same device with bf16
                 autocast and `--torch_attention` (sdpa); MFU against the measured matmul peak and, for bfloat16 on
                 a known device, against the datasheet peak. Cases that would start after `--budget_s` are skipped
                 and reported as such.
-  4. done       wall seconds.
+  5. done       wall seconds.
 """
 
 import json
@@ -43,6 +46,7 @@ flags.DEFINE_list("dtypes", [], "Compute dtypes of the benchmark cases (default:
 flags.DEFINE_float("budget_s", 480.0, "No benchmark case starts after this many seconds of the check.")
 # benchmark.py's flags serve here too (--steps, --torch_attention, whose default here is sdpa).
 import benchmark  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import benchmark_kernels  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 # (variant, kind, batch, samples, scan_layers, attention): fairseq fills a GPU with 1.4M (BASE) / 1.2M (LARGE)
 # samples. LARGE has no attention dropout, so its pre-training also runs with the fused attention (cuDNN on a GPU).
@@ -102,6 +106,22 @@ def parity(expression: str, backend: str, precisions: list[str]) -> list[dict]:
   return rows
 
 
+# Positional conv shapes (batch, frames, hidden): the BASE and LARGE pre-training cases above; ci: small.
+POS_CONV_SHAPES = {"device": [(8, 546, 768), (8, 468, 1024)], "ci": [(2, 50, 64)]}
+
+
+def pos_conv_rows(size: str, repeats: int) -> list[dict]:
+  """`benchmark_kernels.measure_pos_conv` at the shapes of `size`; an error is a row, not the end of the check."""
+  rows = []
+  for shape in POS_CONV_SHAPES[size]:
+    try:
+      rows.append({"stage": "pos_conv", **benchmark_kernels.measure_pos_conv(*shape, repeats)})
+    except Exception as e:  # pylint: disable=broad-except
+      rows.append({"stage": "pos_conv", "shape": list(shape), "error": f"{type(e).__name__}: {str(e)[:500]}"})
+    emit(rows[-1])
+  return rows
+
+
 def benchmarks(size: str, dtypes: list[str], steps: int, budget_s: float, start: float,
                torch_attention: str) -> list[dict]:
   """benchmark.py's cases of `size` in each of `dtypes`, compared with transformers where torch shares the
@@ -139,6 +159,7 @@ def main(argv):
   if f.parity_k:
     for row in parity(f.parity_k, env["backend"], f.precisions):
       emit(row)
+  pos_conv_rows(size, repeats=5)
   dtypes = f.dtypes or (["bfloat16"] if size == "device" else ["float32", "bfloat16"])
   benchmarks(size, dtypes, f.steps, f.budget_s, start, f.torch_attention)
   emit({"stage": "done", "size": size, "seconds": round(time.perf_counter() - start, 1)})

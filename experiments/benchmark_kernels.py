@@ -7,8 +7,12 @@ For each shape `[batch, time, channels]` it times, alternately, the forward pass
   - `layers.Norm(axis=-1)` (the model's LayerNorm) against `nn.LayerNorm(use_fast_variance=False)`;
   - `layers.Norm(axis=1)` (GroupNorm with one group per channel: conv block 0 of BASE) against `nn.GroupNorm`;
   - `layers.gelu` (erf) against `jax.nn.gelu(approximate=False)` (erfc);
-and for each `--matmuls` entry `MxKxN` the three float32 products of a dense layer (forward `x @ w`, input gradient
-`g @ w.T`, weight gradient `x.T @ g`) through XLA against torch on the same CPU threads (skipped without torch).
+for each `--matmuls` entry `MxKxN` the three float32 products of a dense layer (forward `x @ w`, input gradient
+`g @ w.T`, weight gradient `x.T @ g`) through XLA against torch on the same CPU threads (skipped without torch);
+and for each `--pos_convs` entry `batch x frames x hidden` the positional conv (kernel 128, 16 groups, as BASE and
+LARGE) through each `pos_conv_impl` ("fft": an FFT product; "conv": one dense conv per group), forward and VJP, on
+whatever device JAX has, with torch's grouped Conv1d forward + backward beside them on the CPU (the measurement
+behind `pos_conv_impl="auto"`: FFT on CPU, the conv elsewhere).
 Prints one JSON line per case: median milliseconds of both sides and their ratio (theirs over ours: > 1 means ours
 is faster); for norms and GELU also the largest difference of outputs and input gradients, for matmuls GFLOP/s.
 Default shapes: conv block 0 of the tiny model at the benchmark batch (`4x12799x32`), BASE's layers (`8x400x768`),
@@ -33,6 +37,7 @@ from wav2vec_jax.models import layers  # noqa: E402  pylint: disable=g-import-no
 
 flags.DEFINE_list("shapes", ["4x12799x32", "8x400x768", "4x3199x512"], "Shapes batch x time x channels.")
 flags.DEFINE_list("matmuls", ["800x768x3072"], "Matmul shapes M x K x N against torch (empty: none).")
+flags.DEFINE_list("pos_convs", ["4x200x768"], "Positional conv shapes batch x frames x hidden (empty: none).")
 flags.DEFINE_integer("repeats", 20, "Timed calls of each side (alternating).")
 
 
@@ -117,6 +122,45 @@ def measure_matmuls(m: int, k: int, n: int, repeats: int):
            "ours_gflop_s": round(gflop / med["ours"] * 1e3, 1), "torch_gflop_s": round(gflop / med["theirs"] * 1e3, 1)}
 
 
+def measure_pos_conv(batch: int, frames: int, hidden: int, repeats: int, kernel: int = 128, groups: int = 16):
+  """One dict: ms of the positional conv per impl, forward and VJP (float32), and torch's where torch is on CPU."""
+  from wav2vec_jax.models import transformer  # pylint: disable=g-import-not-at-top
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  x = jax.random.normal(keys[0], (batch, frames, hidden))
+  w = 0.02 * jax.random.normal(keys[1], (kernel, hidden // groups, hidden))
+  cotangent = jax.random.normal(keys[2], x.shape)
+  calls, outputs = {}, {}
+  for impl in ("fft", "conv"):
+    fn = lambda x, w, impl=impl: transformer.grouped_conv_same(x, w, groups, impl)
+    forward, vjp = jax.jit(fn), jax.jit(lambda x, w, fn=fn: jax.vjp(fn, x, w)[1](cotangent))
+    calls[impl, "fwd"] = lambda forward=forward: forward(x, w)
+    calls[impl, "vjp"] = lambda vjp=vjp: vjp(x, w)
+    outputs[impl] = forward(x, w)
+  med = _interleaved(calls, repeats)
+  row = {"case": "pos_conv", "shape": [batch, frames, hidden], "backend": jax.default_backend(),
+         **{f"{impl}_{part}_ms": round(ms, 2) for (impl, part), ms in med.items()},
+         "max_abs_diff_fft_vs_conv": float(jnp.abs(outputs["fft"] - outputs["conv"]).max())}
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return row
+  if jax.default_backend() != "cpu":  # torch's figure is a CPU one: only beside XLA:CPU
+    return row
+  conv = torch.nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2, groups=groups)
+  inputs = torch.randn(batch, hidden, frames, requires_grad=True)
+
+  def torch_step():
+    y = conv(inputs)
+    y.backward(torch.ones_like(y))
+
+  torch_step()
+  times = []
+  for _ in range(repeats):
+    _time_call(torch_step, times)
+  row["torch_cpu_fwd_bwd_ms"] = round(statistics.median(times), 2)
+  return row
+
+
 def _dims(spec: str, count: int, example: str) -> tuple[int, ...]:
   dims = tuple(int(d) for d in spec.split("x"))
   if len(dims) != count:
@@ -130,6 +174,8 @@ def main(argv):
   for spec in f.shapes:
     for line in measure_norms(_dims(spec, 3, "4x12799x32"), f.repeats):
       print(json.dumps(line), flush=True)
+  for spec in f.pos_convs:
+    print(json.dumps(measure_pos_conv(*_dims(spec, 3, "4x200x768"), f.repeats)), flush=True)
   try:
     import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   except ImportError:

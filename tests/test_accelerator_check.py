@@ -24,16 +24,20 @@ def test_the_accelerator_check_runs_on_cpu_at_ci_size():
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
   stages = [row["stage"] for row in rows]
-  assert stages == ["env", "parity", "benchmark", "benchmark", "done"], stages
+  assert stages == ["env", "parity", "pos_conv", "benchmark", "benchmark", "done"], stages
   assert rows[0]["backend"] == "cpu" and rows[0]["devices"] == 1
   assert rows[1]["passed"] == 1 and rows[1]["failed"] == rows[1]["error"] == 0, rows[1]  # a real pytest run
   assert rows[1]["matmul_precision"] == "highest"
-  for row in rows[2:4]:
+  pos_conv = rows[2]  # both implementations timed on the device, and they agree
+  assert "error" not in pos_conv and pos_conv["shape"] == [2, 50, 64] and pos_conv["backend"] == "cpu", pos_conv
+  assert min(pos_conv[f"{impl}_{part}_ms"] for impl in ("fft", "conv") for part in ("fwd", "vjp")) > 0
+  assert pos_conv["max_abs_diff_fft_vs_conv"] < 1e-4 and pos_conv["torch_cpu_fwd_bwd_ms"] > 0
+  for row in rows[3:5]:
     assert "error" not in row and "skipped" not in row, row
     assert row["dtype"] == "bfloat16" and row["variant"] == "tiny" and row["loss_finite"]
     assert row["mfu"] > 0 and row["torch_over_jax"] > 0 and row["torch_device"] == "cpu"
     assert row["torch_attention"] == "sdpa" and row["mfu_datasheet"] is None  # no datasheet peak for a CPU
-  assert [(row["kind"], row["attention"]) for row in rows[2:4]] == [("pretrain", "auto"), ("ctc", "fused")]
+  assert [(row["kind"], row["attention"]) for row in rows[3:5]] == [("pretrain", "auto"), ("ctc", "fused")]
   assert rows[-1]["size"] == "ci"
 
 

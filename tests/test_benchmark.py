@@ -126,16 +126,17 @@ def test_compile_benchmark_runs_each_layout_beside_the_unrolled_one():
   assert "step_over_unrolled" not in unrolled and dots["step_over_unrolled"] > 0
 
 
-def test_kernel_benchmark_times_norms_gelu_and_matmuls_against_their_alternatives():
+def test_kernel_benchmark_times_norms_gelu_matmuls_and_pos_conv_against_their_alternatives():
   import subprocess  # pylint: disable=g-import-not-at-top
 
   script = os.path.join(os.path.dirname(_PATH), "benchmark_kernels.py")
-  out = subprocess.run([sys.executable, script, "--shapes=2x50x8", "--matmuls=64x32x96", "--repeats=2"],
+  out = subprocess.run([sys.executable, script, "--shapes=2x50x8", "--matmuls=64x32x96", "--pos_convs=2x50x64",
+                        "--repeats=2"],
                        capture_output=True, text=True, timeout=600, check=True).stdout
   lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
   by_case = {line["case"]: line for line in lines}
   assert sorted(by_case) == ["gelu", "group_norm", "layer_norm", "matmul forward x @ w", "matmul input grad g @ w.T",
-                             "matmul weight grad x.T @ g"]
+                             "matmul weight grad x.T @ g", "pos_conv"]
   for name in ("gelu", "group_norm", "layer_norm"):  # the same function both ways, timed both ways
     line = by_case[name]
     assert line["shape"] == [2, 50, 8] and line["max_abs_diff_out"] < 1e-5 and line["max_abs_diff_grad_x"] < 1e-5
