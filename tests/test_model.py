@@ -348,3 +348,15 @@ def test_norms_and_gelu_equal_torch_forward_and_backward(axis):
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=2e-5)
   params = layers.Norm(axis=axis).init(jax.random.PRNGKey(0), x)["params"]
   assert set(params) == {"scale", "bias"}  # flax's LayerNorm/GroupNorm names: checkpoints load unchanged
+
+
+def test_auto_positional_conv_is_the_fft_for_cpu_training_and_the_conv_otherwise():
+  """The measured choice (benchmark_kernels.py --pos_convs): FFT where a CPU pass is differentiated, conv for a CPU
+  forward pass and on accelerators; an explicit choice is kept everywhere."""
+  auto = get_variant("tiny")
+  assert transformer.pos_conv_impl(auto, deterministic=False, backend="cpu") == "fft"
+  assert transformer.pos_conv_impl(auto, deterministic=True, backend="cpu") == "conv"
+  assert {transformer.pos_conv_impl(auto, d, backend) for d in (False, True) for backend in ("gpu", "tpu")} == {"conv"}
+  for impl in ("fft", "conv"):
+    chosen = get_variant("tiny", pos_conv_impl=impl)
+    assert {transformer.pos_conv_impl(chosen, d, b) for d in (False, True) for b in ("cpu", "gpu")} == {impl}

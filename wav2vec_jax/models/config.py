@@ -87,8 +87,9 @@ class ModelConfig:
   scan_layers: bool = False  # nn.scan over the transformer layers (flat compile time as depth grows)
   scan_unroll: int = 1  # layers per iteration of the scan loop (scan_layers only; must divide num_layers)
   remat_policy: str = "none"  # "none", "full", "dots" (matmul outputs kept: dots_with_no_batch_dims_saveable)
-  # Positional conv: "fft" (spectral product, ~12x faster than XLA:CPU's grouped conv), "conv" (one conv per
-  # group) or "auto" (fft on CPU, conv on GPU/TPU). Both compute the same function (within ~1e-6 in float32).
+  # Positional conv: "fft" (spectral product; with a backward pass ~10x faster than XLA:CPU's conv), "conv" (one
+  # conv per group) or "auto" (fft for training passes on CPU; conv for deterministic passes on CPU, where its
+  # forward is 2x faster, and on GPU/TPU: `transformer.pos_conv_impl`). Both compute the same function (~1e-6).
   pos_conv_impl: str = "auto"
   # Self-attention: "batched" (all heads in two batched matmuls), "per_head" (lax.map over heads, no attention
   # dropout), "fused" (jax.nn.dot_product_attention: cuDNN on GPU; no attention dropout) or "auto" (per_head for
