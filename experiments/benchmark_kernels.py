@@ -11,8 +11,8 @@ for each `--matmuls` entry `MxKxN` the three float32 products of a dense layer (
 `g @ w.T`, weight gradient `x.T @ g`) through XLA against torch on the same CPU threads (skipped without torch);
 and for each `--pos_convs` entry `batch x frames x hidden` the positional conv (kernel 128, 16 groups, as BASE and
 LARGE) through each `pos_conv_impl` ("fft": an FFT product; "conv": one dense conv per group), forward and VJP, on
-whatever device JAX has, with torch's grouped Conv1d forward + backward beside them on the CPU (the measurement
-behind `pos_conv_impl="auto"`: FFT on CPU, the conv elsewhere).
+whatever device JAX has, then torch's grouped Conv1d forward + backward where JAX runs on the CPU (the measurement
+behind `pos_conv_impl="auto"`: FFT for CPU training, the conv for CPU forward passes and elsewhere).
 Prints one JSON line per case: median milliseconds of both sides and their ratio (theirs over ours: > 1 means ours
 is faster); for norms and GELU also the largest difference of outputs and input gradients, for matmuls GFLOP/s.
 Default shapes: conv block 0 of the tiny model at the benchmark batch (`4x12799x32`), BASE's layers (`8x400x768`),
@@ -33,7 +33,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from wav2vec_jax.models import layers  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from wav2vec_jax.models import layers, transformer  # noqa: E402  pylint: disable=wrong-import-position
 
 flags.DEFINE_list("shapes", ["4x12799x32", "8x400x768", "4x3199x512"], "Shapes batch x time x channels.")
 flags.DEFINE_list("matmuls", ["800x768x3072"], "Matmul shapes M x K x N against torch (empty: none).")
@@ -123,8 +123,7 @@ def measure_matmuls(m: int, k: int, n: int, repeats: int):
 
 
 def measure_pos_conv(batch: int, frames: int, hidden: int, repeats: int, kernel: int = 128, groups: int = 16):
-  """One dict: ms of the positional conv per impl, forward and VJP (float32), and torch's where torch is on CPU."""
-  from wav2vec_jax.models import transformer  # pylint: disable=g-import-not-at-top
+  """One dict: ms of the positional conv per impl, forward and VJP (float32), and torch's where JAX is on CPU."""
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
   x = jax.random.normal(keys[0], (batch, frames, hidden))
   w = 0.02 * jax.random.normal(keys[1], (kernel, hidden // groups, hidden))
