@@ -11,8 +11,8 @@ for each `--matmuls` entry `MxKxN` the three float32 products of a dense layer (
 `g @ w.T`, weight gradient `x.T @ g`) through XLA against torch on the same CPU threads (skipped without torch);
 and for each `--pos_convs` entry `batch x frames x hidden` the positional conv (kernel 128, 16 groups, as BASE and
 LARGE) through each `pos_conv_impl` ("fft": an FFT product; "conv": one dense conv per group), forward and VJP, on
-whatever device JAX has, then torch's grouped Conv1d forward + backward where JAX runs on the CPU (the measurement
-behind `pos_conv_impl="auto"`: FFT for CPU training, the conv for CPU forward passes and elsewhere).
+whatever device JAX has, interleaved with torch's grouped Conv1d forward + backward where JAX runs on the CPU (the
+measurement behind `pos_conv_impl="auto"`: FFT for CPU training, the conv for CPU forward passes and elsewhere).
 Prints one JSON line per case: median milliseconds of both sides and their ratio (theirs over ours: > 1 means ours
 is faster); for norms and GELU also the largest difference of outputs and input gradients, for matmuls GFLOP/s.
 Default shapes: conv block 0 of the tiny model at the benchmark batch (`4x12799x32`), BASE's layers (`8x400x768`),
@@ -135,29 +135,23 @@ def measure_pos_conv(batch: int, frames: int, hidden: int, repeats: int, kernel:
     calls[impl, "fwd"] = lambda forward=forward: forward(x, w)
     calls[impl, "vjp"] = lambda vjp=vjp: vjp(x, w)
     outputs[impl] = forward(x, w)
-  med = _interleaved(calls, repeats)
-  row = {"case": "pos_conv", "shape": [batch, frames, hidden], "backend": jax.default_backend(),
-         **{f"{impl}_{part}_ms": round(ms, 2) for (impl, part), ms in med.items()},
-         "max_abs_diff_fft_vs_conv": float(jnp.abs(outputs["fft"] - outputs["conv"]).max())}
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    return row
-  if jax.default_backend() != "cpu":  # torch's figure is a CPU one: only beside XLA:CPU
-    return row
-  conv = torch.nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2, groups=groups)
-  inputs = torch.randn(batch, hidden, frames, requires_grad=True)
+    torch = None
+  if torch is not None and jax.default_backend() == "cpu":  # torch's figure is a CPU one: only beside XLA:CPU
+    conv = torch.nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2, groups=groups)
+    inputs = torch.randn(batch, hidden, frames, requires_grad=True)
 
-  def torch_step():
-    y = conv(inputs)
-    y.backward(torch.ones_like(y))
+    def torch_step():
+      y = conv(inputs)
+      y.backward(torch.ones_like(y))
 
-  torch_step()
-  times = []
-  for _ in range(repeats):
-    _time_call(torch_step, times)
-  row["torch_cpu_fwd_bwd_ms"] = round(statistics.median(times), 2)
-  return row
+    calls["torch_cpu", "fwd_bwd"] = torch_step
+  med = _interleaved(calls, repeats)
+  return {"case": "pos_conv", "shape": [batch, frames, hidden], "backend": jax.default_backend(),
+          **{f"{impl}_{part}_ms": round(ms, 2) for (impl, part), ms in med.items()},
+          "max_abs_diff_fft_vs_conv": float(jnp.abs(outputs["fft"] - outputs["conv"]).max())}
 
 
 def _dims(spec: str, count: int, example: str) -> tuple[int, ...]:
