@@ -2,6 +2,7 @@ r"""Speed of one full training step (forward, loss, backward, AdamW update) on a
 
   python experiments/benchmark.py --variant=tiny,base --kind=pretrain,ctc --compare=transformers
   python experiments/benchmark.py --variant=large --kind=pretrain --scan_layers --remat=dots --dtype=bfloat16
+  for m in glibc reuse glibc reuse; do python experiments/benchmark.py --kind=pretrain --host_memory=$m; done
 
 Prints one JSON line per (variant, kind): median ms per step after warm-up, compile seconds, compiled memory,
 audio-seconds per second, analytic GFLOP per step and MFU against a matmul peak measured in this process. The
@@ -37,7 +38,7 @@ from wav2vec_jax.interop import convert  # noqa: E402
 from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant, masking  # noqa: E402
 from wav2vec_jax.tasks.ctc import CTCTask  # noqa: E402
 from wav2vec_jax.tasks.pretraining import PretrainingTask  # noqa: E402
-from wav2vec_jax.training import flops, optim, partitioning, train_state  # noqa: E402
+from wav2vec_jax.training import flops, optim, partitioning, runtime, train_state  # noqa: E402
 from wav2vec_jax.training import step as step_lib  # noqa: E402
 
 flags.DEFINE_list("variant", ["tiny"], "Model variants: tiny, base, large, xlsr_53.")
@@ -54,6 +55,9 @@ flags.DEFINE_enum("compare", "", ["", "transformers"], "Also time transformers' 
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the batch and the step keys.")
 flags.DEFINE_enum("attention", "auto", ["auto", "batched", "per_head", "fused"], "Our attention implementation.")
 flags.DEFINE_enum("torch_attention", "eager", ["eager", "sdpa"], "transformers' attention implementation.")
+flags.DEFINE_enum("host_memory", "reuse", ["reuse", "glibc"],
+                  "Host allocator: glibc's malloc keeping freed memory for reuse, as the entry points run "
+                  "(runtime.reuse_freed_host_memory), or left as glibc sets it (to compare: run both in one command).")
 
 ARCHITECTURES = {"pretrain": "Wav2Vec2ForPreTraining", "ctc": "Wav2Vec2ForCTC"}
 LEARNING_RATE = 1e-4  # constant, so that every timed step is a full update on both sides
@@ -214,8 +218,9 @@ def build_torch_step(cfg, case: Case, params, batch: dict, rng, device: str = "c
 
 
 def benchmark_case(case: Case, *, steps: int, warmup: int, compare: str, peak_flops: float,
-                   seed: int = 0, torch_attention: str = "eager") -> dict:
-  """Times one case; returns the fields of its JSON line (times in ms, memory in MiB).
+                   seed: int = 0, torch_attention: str = "eager", host_memory: str = "") -> dict:
+  """Times one case; returns the fields of its JSON line (times in ms, memory in MiB; `host_memory`: how the
+  process's allocator was set, "reuse" or "glibc", a label for the line).
 
   `compare="transformers"` also times transformers' step on the same device (`torch_device`; a "torch" field says
   why not where it cannot), with `torch_attention` as its attention implementation and bf16 autocast for bfloat16.
@@ -265,6 +270,7 @@ def benchmark_case(case: Case, *, steps: int, warmup: int, compare: str, peak_fl
       "variant": case.variant, "kind": case.kind, "batch": case.batch, "samples": case.samples,
       "dtype": case.dtype, "scan_layers": case.scan_layers, "remat": case.remat,
       "pos_conv_impl": case.pos_conv_impl, "attention": case.attention, "steps": steps,
+      "host_memory": host_memory,
       "jax_ms": round(jax_s * 1e3, 2), "jax_ms_min": round(min(jax_times) * 1e3, 2),
       "jax_ms_first_step": round(first_ms, 1), "compile_s": round(compile_s, 2),
       "audio_s_per_s": round(count.audio_seconds / jax_s, 3),
@@ -307,13 +313,13 @@ def _datasheet_mfu(flops_per_step: float, step_seconds: float, dtype: str) -> fl
 
 
 def run(cases, *, steps: int, warmup: int = 1, compare: str = "", seed: int = 0, emit=print,
-        torch_attention: str = "eager") -> list[dict]:
+        torch_attention: str = "eager", host_memory: str = "") -> list[dict]:
   """Benchmarks every case, emitting each JSON line as soon as it is measured; returns the results."""
   peak = flops.measure_matmul_peak(jnp.dtype(cases[0].dtype)) if cases else 0.0
   results = []
   for case in cases:
     result = benchmark_case(case, steps=steps, warmup=warmup, compare=compare, peak_flops=peak, seed=seed,
-                            torch_attention=torch_attention)
+                            torch_attention=torch_attention, host_memory=host_memory)
     emit(json.dumps(result))
     results.append(result)
   return results
@@ -329,9 +335,11 @@ def cases_from_flags() -> list[Case]:
 def main(argv):
   del argv
   f = flags.FLAGS
+  # Process-wide and final: set before anything is allocated, reported in every line.
+  host_memory = "reuse" if f.host_memory == "reuse" and runtime.reuse_freed_host_memory() else "glibc"
   cases = cases_from_flags()
   run(cases, steps=f.steps, warmup=f.warmup, compare=f.compare, seed=f.seed,
-      emit=lambda line: print(line, flush=True), torch_attention=f.torch_attention)
+      emit=lambda line: print(line, flush=True), torch_attention=f.torch_attention, host_memory=host_memory)
 
 
 if __name__ == "__main__":

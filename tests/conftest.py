@@ -19,6 +19,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "wav2vec_jax_tests_xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
+from wav2vec_jax.training import runtime  # noqa: E402  (after the environment above: it imports jax)
+
+# As every entry point does: freed host memory stays in the heap for the next step (XLA:CPU's buffers are otherwise
+# mapped, faulted in and unmapped at every call).
+runtime.reuse_freed_host_memory()
+
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: end-to-end tests (run in CI, sized small)")
