@@ -56,11 +56,11 @@ def reuse_freed_host_memory() -> bool:
 
   XLA:CPU allocates a step's buffers afresh at every call. glibc serves each allocation over its mmap threshold
   (128 KB, raised up to 32 MB as the process frees mapped chunks) with a new mapping and unmaps it on free, so every
-  step faults in, and the kernel zeroes, the same pages again: the `tiny` pre-training step of the demo took ~27,000
-  page faults (~50 ms of kernel time on 2 cores) per step. Serving everything from the heap and never trimming it
-  (what tcmalloc does) runs that step 1.5x faster and the demo's pre-training 1.7x (README, Speed:
-  `experiments/benchmark.py --host_memory=glibc|reuse`). The cost: the process keeps its peak heap until it exits,
-  a peak that training and evaluation reach again at every step anyway.
+  step faults in, and the kernel zeroes, the same pages again: the `tiny` pre-training step at the demo's batch took
+  ~27,000 page faults and ~50 ms of kernel time per step (getrusage around 20 steps, 2 cores). Serving everything
+  from the heap and never trimming it (what tcmalloc does) made the demo's pre-training loop 1.6x faster and the
+  isolated step 1.2x (README, Speed: `experiments/benchmark.py --host_memory=glibc|reuse`). The cost: the process
+  keeps its peak heap until it exits, a peak that training and evaluation reach again at every step anyway.
 
   Process-wide and not undone (glibc's own thresholds cannot be restored); every entry point calls it first
   (`start_entry_point`). Returns whether it applied: False where the C library is not glibc (macOS, musl), which is
