@@ -72,7 +72,7 @@ def test_small_scale_xlsr_configs_differ_only_in_alpha():
   assert half.to_dict() == natural.to_dict()
   alone = finetune.get_config("xlsr_tiny_cs")
   assert alone.data.languages == "cs" and finetune.get_config("xlsr_tiny").data.languages == ""
-  assert alone.model.to_dict() == finetune.get_config("tiny").model.to_dict()
+  assert alone.model.to_dict() == finetune.get_config("xlsr_tiny").model.to_dict()
 
 
 def test_unknown_recipe_and_bad_values_name_the_field():

@@ -36,10 +36,14 @@ _RECIPES = {
     "large_100h": ("large", 80_000, 3e-5, 10_000, 0.5, 0.5, 0.1, 1_280_000, 4, 5, True, 0),
     "large_960h": ("large", 320_000, 3e-5, 10_000, 0.5, 0.25, 0.1, 1_280_000, 24, 1, True, 0),
     "xlsr_53": ("xlsr_53", 20_000, 3e-4, 10_000, 0.75, 0.25, 0.1, 1_280_000, 4, 5, True, 10_000),
-    # CPU recipe on the generated corpus: same mechanics, sized for a 32-wide model and minutes of training.
-    "tiny": ("tiny", 1_500, 5e-3, 300, 0.2, 0.1, 0.0, 256_000, 1, 1, True, 0),
+    # CPU recipe on the generated corpus: same mechanics, sized for a 32-wide model and minutes of training. Little
+    # SpecAugment: in 1,500 updates from the demo's pre-trained model, time masks 0.05 and no channel masks reached
+    # dev CER 0.534 against 0.571 with (0.2, 0.1); 3,000 updates 0.479. Holding the trunk matters: without the 300
+    # head-only updates 0.790, with 600 0.596.
+    "tiny": ("tiny", 3_000, 5e-3, 300, 0.05, 0.0, 0.0, 256_000, 1, 1, True, 0),
+    # The tiny recipe as README's XLSR tables were measured.
+    "xlsr_tiny": ("tiny", 1_500, 5e-3, 300, 0.2, 0.1, 0.0, 256_000, 1, 1, True, 0),
 }
-_RECIPES["xlsr_tiny"] = _RECIPES["tiny"]
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -98,7 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.activation_dropout = 0.0
     c.data.input.num_buckets = 4
     c.data.input.max_sample_size = 16_000 * 12
-    c.eval_every = 250
-    c.checkpoint_every = 250
+    c.eval_every = 500
+    c.checkpoint_every = 500
     c.log_every = 50
   return c
