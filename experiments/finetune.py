@@ -5,7 +5,8 @@ the main job's pre-trained model with `--config.init_from=/tmp/wav2vec_jax/pretr
   python experiments/finetune.py --config=experiments/configs/finetune.py:base_100h --workdir=gs://bucket/ft \
       --config.init_from=/ckpt/wav2vec2-base --config.data.source=librispeech --config.data.path=/data/LibriSpeech \
       --config.data.split=train-clean-100 --config.data.eval_split=dev-other
-The best checkpoint by validation WER is `<workdir>/best` (`wav2vec_jax.load_pretrained(f"{workdir}/best")`).
+The best checkpoint by validation WER (`--config.best_metric=cer`: CER; the tiny recipe's) is `<workdir>/best`
+(`wav2vec_jax.load_pretrained(f"{workdir}/best")`).
 """
 
 import os

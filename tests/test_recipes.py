@@ -75,6 +75,21 @@ def test_small_scale_xlsr_configs_differ_only_in_alpha():
   assert alone.model.to_dict() == finetune.get_config("xlsr_tiny").model.to_dict()
 
 
+def test_the_best_checkpoint_metric_orders_wer_and_cer_and_a_typo_names_the_field():
+  """`config.best_metric`: what `<workdir>/best` minimises, the other metric breaking ties; the main job's test
+  (test_pretrain_e2e.py) checks the saved best against the validations of a real run."""
+  early, late = {"val/wer": 1.0, "val/cer": 0.72}, {"val/wer": 1.0017, "val/cer": 0.62}  # the main job's test run
+  assert loop._best_key(early, "wer") < loop._best_key(late, "wer")  # pylint: disable=protected-access
+  assert loop._best_key(late, "cer") < loop._best_key(early, "cer")  # pylint: disable=protected-access
+  tie = loop._best_key({"val/wer": 0.4, "val/cer": 0.3}, "cer")  # pylint: disable=protected-access
+  assert tie < loop._best_key({"val/wer": 0.5, "val/cer": 0.3}, "cer")  # pylint: disable=protected-access
+  assert finetune.get_config("tiny").best_metric == "cer" and finetune.get_config("base_10h").best_metric == "wer"
+  bad = finetune.get_config("tiny")
+  bad.best_metric = "ber"
+  with pytest.raises(ValueError, match="best_metric='ber'"):
+    loop.validate_config(bad)
+
+
 def test_unknown_recipe_and_bad_values_name_the_field():
   with pytest.raises(ValueError, match="unknown fine-tuning recipe 'base_2h'"):
     finetune.get_config("base_2h")

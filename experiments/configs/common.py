@@ -54,6 +54,7 @@ def base_config(task: str, variant: str) -> ml_collections.ConfigDict:
   c.log_every = 100
   c.eval_every = 0  # validate every this many updates (and at the end) when data.eval_split is set
   c.validate_after = 0  # no validation before this update (fairseq validate_after_updates)
+  c.best_metric = "wer"  # CTC: what <workdir>/best minimises, "wer" (fairseq) or "cer"; the other breaks ties
   c.checkpoint_every = 5_000
   c.keep_checkpoints = 3
   c.async_checkpoints = True

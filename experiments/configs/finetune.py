@@ -104,5 +104,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.input.max_sample_size = 16_000 * 12
     c.eval_every = 500
     c.checkpoint_every = 500
+    # WER stays ~1.0 at this size (it rises above 1.0 with insertions as the model learns to spell): by WER, the
+    # best checkpoint of the main job's test run was its first validation (CER 0.72 against 0.62 at the end).
+    c.best_metric = "cer"
     c.log_every = 50
   return c

@@ -27,7 +27,8 @@ from wav2vec_jax.training import step as step_lib
 from wav2vec_jax.training import workdir_lock
 
 TASKS = ("pretrain", "ctc")
-BEST_DIR = "best"  # lowest validation WER, then CER: load_pretrained(f"{workdir}/best")
+BEST_DIR = "best"  # lowest validation `config.best_metric` (WER), the other breaks ties: load_pretrained(f"{workdir}/best")
+BEST_METRICS = ("wer", "cer")  # fairseq best_checkpoint_metric: what the best checkpoint minimises
 PLOT_EVERY_S = 300.0  # plots are redrawn at every validation, at the end, and at most this often between
 
 
@@ -55,6 +56,7 @@ def validate_config(config) -> None:
       (config.log_every >= 1, "log_every", "must be at least 1"),
       (config.optim.grad_accum >= 1, "optim.grad_accum", "must be at least 1"),
       (config.max_consecutive_bad_steps >= 1, "max_consecutive_bad_steps", "must be at least 1"),
+      (config.get("best_metric", "wer") in BEST_METRICS, "best_metric", f"must be one of {BEST_METRICS}"),
   ]
   for ok, field, why in checks:
     if not ok:
@@ -121,13 +123,18 @@ def _throughput(window: dict, peak: float | None) -> dict[str, float]:
   return out
 
 
-def _read_best(workdir: str) -> tuple[float, float]:
-  """(WER, CER) of the best checkpoint so far; (inf, inf) before the first."""
+def _best_key(scores: dict, metric: str) -> tuple[float, float]:
+  """What the best checkpoint minimises: (`metric`, the other of WER and CER) of validation scores `val/...`."""
+  order = (metric,) + tuple(m for m in BEST_METRICS if m != metric)
+  return tuple(float(scores.get(f"val/{m}", float("inf"))) for m in order)
+
+
+def _read_best(workdir: str, metric: str) -> tuple[float, float]:
+  """`_best_key` of the best checkpoint so far; (inf, inf) before the first."""
   path = storage.Path(storage.join(workdir, BEST_DIR, "best.json"))
   if not path.exists():
     return float("inf"), float("inf")
-  best = json.loads(path.read_text())
-  return float(best["val/wer"]), float(best.get("val/cer", float("inf")))
+  return _best_key(json.loads(path.read_text()), metric)
 
 
 def _memory_summary(stats) -> str:
@@ -154,7 +161,7 @@ def train_and_evaluate(config, workdir: str, *, raise_when_stopped: bool = False
   Args:
     config: ConfigDict from `experiments/configs/pretrain.py` or `finetune.py`.
     workdir: checkpoints, metrics.jsonl, TensorBoard events, the model config, the vocabulary and (fine-tuning)
-      the best checkpoint by validation WER go here.
+      the best checkpoint by validation WER (`config.best_metric`) go here.
     raise_when_stopped: a termination request before `total_steps` raises `TrainingStopped` (after saving) instead
       of returning, so that a job of several stages does not go on with an unfinished model.
   Returns:
@@ -249,7 +256,8 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
   rng = jax.random.PRNGKey(config.seed + 1)
   compiled = {}
   validator = Evaluator(task.model, eval_data, vocab, to_global) if eval_data is not None else None
-  best = _read_best(workdir)
+  best_metric = config.get("best_metric", "wer")
+  best = _read_best(workdir, best_metric)
 
   writer = metrics_lib.MetricWriter(workdir, total_steps=config.total_steps,
                                     tensorboard=config.get("tensorboard", True))
@@ -304,11 +312,11 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
                        and (step % eval_every == 0 or step == config.total_steps))
           if validated:
             last.update({f"val/{k}": v for k, v in validator(state.params).metrics.items()})
-            if (last["val/wer"], last["val/cer"]) < best:  # WER as fairseq; CER breaks ties (WER 1.0 early on)
-              best = (last["val/wer"], last["val/cer"])
+            if _best_key(last, best_metric) < best:  # WER as fairseq; the other breaks ties (WER 1.0 early on)
+              best = _best_key(last, best_metric)
               _save_best(workdir, task.model, state.params, vocab, eval_data, step,
                          {k: v for k, v in last.items() if k.startswith("val/")})
-            last["val/best_wer"] = best[0]
+            last[f"val/best_{best_metric}"] = best[0]
           writer.write(step, last)
           replot = plot and (validated or time.monotonic() - plotted > PLOT_EVERY_S)
           if replot:
