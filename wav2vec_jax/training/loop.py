@@ -27,7 +27,7 @@ from wav2vec_jax.training import step as step_lib
 from wav2vec_jax.training import workdir_lock
 
 TASKS = ("pretrain", "ctc")
-BEST_DIR = "best"  # lowest validation `config.best_metric` (WER), the other breaks ties: load_pretrained(f"{workdir}/best")
+BEST_DIR = "best"  # lowest validation `config.best_metric`, the other breaks ties: load_pretrained(f"{workdir}/best")
 BEST_METRICS = ("wer", "cer")  # fairseq best_checkpoint_metric: what the best checkpoint minimises
 PLOT_EVERY_S = 300.0  # plots are redrawn at every validation, at the end, and at most this often between
 
