@@ -7,11 +7,13 @@ r"""CTC fine-tuning recipes (fairseq examples/wav2vec/config/finetuning, arXiv 2
       --workdir=gs://bucket/base_10h
 
 Variants: tiny, base_{10m,1h,10h,100h,960h}, large_{10m,1h,10h,100h,960h} (fairseq's vox_* on LARGE LV-60),
-xlsr_53 (a Common Voice language), xlsr_tiny (the tiny recipe on all the corpus's languages) and xlsr_tiny_<L>, e.g.
+xlsr_53 (a Common Voice language), xlsr_tiny (the tiny recipe as README's XLSR tables used it, on all the corpus's
+languages) and xlsr_tiny_<L>, e.g.
 xlsr_tiny_cs (on the corpus language L alone: trained, validated and scored on L, its vocabulary L's letters only).
 All: tri-stage [0.1, 0.4, 0.5] from 0.01 to 0.05 of the peak, Adam (0.9, 0.98)
 eps 1e-8 without weight decay, CTC zero-infinity averaged per sentence, conv encoder frozen (feature_grad_mult 0),
-activation dropout 0.1, time masks of 10 frames, channel masks of 64, best checkpoint by validation WER.
+activation dropout 0.1, time masks of 10 frames, channel masks of 64, best checkpoint by validation WER (the tiny
+ones: masks of 5 and 4, no activation dropout, best checkpoint by CER).
 `data.input.batch_budget` is the whole update's batch in samples (per-GPU max_tokens x GPUs x update_freq) and
 `optim.grad_accum` the update_freq: fewer chips keep the recipe's batch by raising grad_accum.
 XLSR-53: the paper fine-tunes on each Common Voice language with the LARGE low-resource setting; its peak learning
