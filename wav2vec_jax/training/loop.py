@@ -312,8 +312,9 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
                        and (step % eval_every == 0 or step == config.total_steps))
           if validated:
             last.update({f"val/{k}": v for k, v in validator(state.params).metrics.items()})
-            if _best_key(last, best_metric) < best:  # WER as fairseq; the other breaks ties (WER 1.0 early on)
-              best = _best_key(last, best_metric)
+            scored = _best_key(last, best_metric)  # WER as fairseq; the other breaks ties (WER 1.0 early on)
+            if scored < best:
+              best = scored
               _save_best(workdir, task.model, state.params, vocab, eval_data, step,
                          {k: v for k, v in last.items() if k.startswith("val/")})
             last[f"val/best_{best_metric}"] = best[0]
