@@ -332,11 +332,17 @@ def cases_from_flags() -> list[Case]:
           for variant in f.variant for kind in f.kind]
 
 
+def host_memory_from_flags() -> str:
+  """Applies --host_memory (process-wide and final: call first, before anything is allocated); returns the
+  setting in effect, "reuse" or "glibc" (reuse is refused where the C library is not glibc)."""
+  reuse = flags.FLAGS.host_memory == "reuse" and runtime.reuse_freed_host_memory()
+  return "reuse" if reuse else "glibc"
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
-  # Process-wide and final: set before anything is allocated, reported in every line.
-  host_memory = "reuse" if f.host_memory == "reuse" and runtime.reuse_freed_host_memory() else "glibc"
+  host_memory = host_memory_from_flags()  # reported in every line
   cases = cases_from_flags()
   run(cases, steps=f.steps, warmup=f.warmup, compare=f.compare, seed=f.seed,
       emit=lambda line: print(line, flush=True), torch_attention=f.torch_attention, host_memory=host_memory)

@@ -140,8 +140,9 @@ def result(run: Built, layout: Layout, baseline: Built | None) -> dict:
 
 
 def benchmark_variant(variant: str, kind: str, layouts: list[Layout], *, batch: int, samples: int, dtype: str,
-                      steps: int, warmup: int, seed: int = 0, emit=print) -> list[dict]:
-  """Every layout of one (variant, kind), each beside the unrolled baseline (the first layout)."""
+                      steps: int, warmup: int, seed: int = 0, host_memory: str = "", emit=print) -> list[dict]:
+  """Every layout of one (variant, kind), each beside the unrolled baseline (the first layout); `host_memory`
+  (the allocator setting in effect) is reported in every line."""
   if not layouts or layouts[0].scan_layers:
     raise ValueError("the first layout must be unrolled: it is the baseline every other layout runs beside")
 
@@ -151,12 +152,12 @@ def benchmark_variant(variant: str, kind: str, layouts: list[Layout], *, batch: 
 
   baseline = Built(case(layouts[0]), seed)
   interleave([baseline], steps, warmup)
-  results = [result(baseline, layouts[0], None)]
+  results = [{**result(baseline, layouts[0], None), "host_memory": host_memory}]
   emit(json.dumps(results[-1]))
   for layout in layouts[1:]:
     run = Built(case(layout), seed)
     interleave([baseline, run], steps, warmup)
-    results.append(result(run, layout, baseline))
+    results.append({**result(run, layout, baseline), "host_memory": host_memory})
     emit(json.dumps(results[-1]))
     del run
   return results
@@ -165,12 +166,14 @@ def benchmark_variant(variant: str, kind: str, layouts: list[Layout], *, batch: 
 def main(argv):
   del argv
   f = flags.FLAGS
+  host_memory = benchmark.host_memory_from_flags()  # as the entry points run
   jax.config.update("jax_enable_compilation_cache", False)  # compile time means XLA's, not a cache hit
   layouts = [parse_layout(text) for text in f.layouts]
   for variant in f.variant:
     for kind in f.kind:
       benchmark_variant(variant, kind, layouts, batch=f.batch, samples=f.samples, dtype=f.dtype, steps=f.steps,
-                        warmup=f.warmup, seed=f.seed, emit=lambda line: print(line, flush=True))
+                        warmup=f.warmup, seed=f.seed, host_memory=host_memory,
+                        emit=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

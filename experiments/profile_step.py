@@ -78,8 +78,9 @@ def op_times(trace_dir: str, steps: int) -> dict[str, float]:
   return times
 
 
-def profile_case(case: benchmark.Case, steps: int, top: int, emit=print) -> dict[str, float]:
-  """Traces `steps` steps of a case; emits JSON lines (summary, parts, slowest ops); returns ms per part."""
+def profile_case(case: benchmark.Case, steps: int, top: int, emit=print, host_memory: str = "") -> dict[str, float]:
+  """Traces `steps` steps of a case; emits JSON lines (summary with `host_memory`, the allocator setting in
+  effect; parts; slowest ops); returns ms per part."""
   cfg = benchmark.model_config(case)
   batch = benchmark.make_batch(cfg, case, 0)
   jitted, state, batch_shardings, mesh, rules = benchmark.build_jax_step(cfg, case, 0)
@@ -104,7 +105,7 @@ def profile_case(case: benchmark.Case, steps: int, top: int, emit=print) -> dict
     parts[part_of(metadata.get(name, ""))] += ms
   total = sum(parts.values())
   emit(json.dumps({"variant": case.variant, "kind": case.kind, "wall_ms_per_step": round(wall_ms, 1),
-                   "traced_ms_per_step": round(total, 1), "ops": len(times)}))
+                   "traced_ms_per_step": round(total, 1), "ops": len(times), "host_memory": host_memory}))
   for part, ms in parts.most_common():
     emit(json.dumps({"part": part, "ms": round(ms, 1), "share": round(ms / max(total, 1e-9), 3)}))
   for name, ms in times.most_common(top):
@@ -114,8 +115,10 @@ def profile_case(case: benchmark.Case, steps: int, top: int, emit=print) -> dict
 
 def main(argv):
   del argv
+  host_memory = benchmark.host_memory_from_flags()  # as the entry points run
   for case in benchmark.cases_from_flags():
-    profile_case(case, flags.FLAGS.trace_steps, flags.FLAGS.top, emit=lambda line: print(line, flush=True))
+    profile_case(case, flags.FLAGS.trace_steps, flags.FLAGS.top, emit=lambda line: print(line, flush=True),
+                 host_memory=host_memory)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ def test_profile_step_attributes_op_time_to_model_parts():
   lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
   summary, parts, ops = lines[0], [l for l in lines if "part" in l], [l for l in lines if "op" in l]
   assert summary["variant"] == "tiny" and summary["traced_ms_per_step"] > 0 and summary["ops"] > 0
+  assert summary["host_memory"] == "reuse"  # the entry points' allocator setting (glibc here)
   by_part = {p["part"]: p["ms"] for p in parts}
   assert by_part["feature_extractor"] > 0 and by_part["encoder/layers"] > 0 and by_part["optimizer"] > 0
   assert abs(sum(p["share"] for p in parts) - 1) < 0.01 and len(ops) == 3
@@ -124,6 +125,7 @@ def test_compile_benchmark_runs_each_layout_beside_the_unrolled_one():
   # Scanned layers are stacked: one leaf per parameter of the layer instead of one per layer (tiny: 2 layers).
   assert dots["param_leaves"] < unrolled["param_leaves"]
   assert "step_over_unrolled" not in unrolled and dots["step_over_unrolled"] > 0
+  assert unrolled["host_memory"] == dots["host_memory"] == "reuse"
 
 
 def test_kernel_benchmark_times_norms_gelu_matmuls_and_pos_conv_against_their_alternatives():
