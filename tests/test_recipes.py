@@ -73,6 +73,12 @@ def test_small_scale_xlsr_configs_differ_only_in_alpha():
   alone = finetune.get_config("xlsr_tiny_cs")
   assert alone.data.languages == "cs" and finetune.get_config("xlsr_tiny").data.languages == ""
   assert alone.model.to_dict() == finetune.get_config("xlsr_tiny").model.to_dict()
+  # Both stages are the tiny recipe itself (README's XLSR tables and the main job measure the same recipe).
+  assert half.model.to_dict() == pretrain.get_config("tiny").model.to_dict()
+  tiny, all_languages = finetune.get_config("tiny"), finetune.get_config("xlsr_tiny")
+  assert all_languages.recipe == "xlsr_tiny" and alone.recipe == "xlsr_tiny_cs"
+  all_languages.recipe = tiny.recipe
+  assert all_languages.to_dict() == tiny.to_dict()
 
 
 def test_the_best_checkpoint_metric_orders_wer_and_cer_and_a_typo_names_the_field():

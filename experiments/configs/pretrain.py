@@ -31,7 +31,7 @@ def _recipe(variant: str):
   # features towards zero within ~150 updates, and it then sat at chance for 400-700 of its 1500 updates. At 0.1
   # (seeds 0 / 1) it left chance at update 250 / 150 instead of 650 / 400 and ended at 2.14 / 2.55 bits instead of
   # 2.32 / 2.65; the CTC model fine-tuned from it reached dev CER 0.571 instead of 0.664 (seed 0). README,
-  # Troubleshooting. The small-scale XLSR recipes keep 10, as README's XLSR tables were measured.
+  # Troubleshooting.
   tiny = dict(budget=256_000, crop=32_000, lr=5e-3, warmup=10, steps=1500, normalize=True, alpha=None,
               feature_pen=0.1)
   return {
@@ -44,8 +44,8 @@ def _recipe(variant: str):
       "xlsr_53": dict(budget=1_200_000 * 128, crop=320_000, lr=3e-4, warmup=32_000, steps=600_000, normalize=True,
                       alpha=0.5, feature_pen=None),
       # the tiny recipe on an unequal multilingual mix (LOW_RESOURCE)
-      "xlsr_tiny": dict(tiny, alpha=0.5, feature_pen=10.0),
-      "xlsr_tiny_natural": dict(tiny, alpha=1.0, feature_pen=10.0),
+      "xlsr_tiny": dict(tiny, alpha=0.5),
+      "xlsr_tiny_natural": dict(tiny, alpha=1.0),
   }[variant]
 
 
