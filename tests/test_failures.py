@@ -66,6 +66,12 @@ def test_relaunch_with_another_model_names_the_field_and_keeps_the_workdir(folde
     loop.train_and_evaluate(_config(folder, total_steps=4, **{"model.scan_layers": True}), workdir)
   assert open(os.path.join(workdir, "wav2vec_jax.json")).read() == meta  # not overwritten
   wav2vec_jax.load_pretrained(workdir)  # the workdir's own checkpoints still load
+  # The loss is not the model: a relaunch with another feature penalty and K resumes at step 3 (not from scratch).
+  loop.train_and_evaluate(_config(folder, total_steps=4, **{"model.feature_pen_weight": 0.5,
+                                                            "model.num_negatives": 5}), workdir)
+  assert [r["step"] for r in e2e.metrics(workdir)] == [1, 2, 3, 4]
+  saved = json.load(open(os.path.join(workdir, "wav2vec_jax.json")))["model_config"]
+  assert saved["feature_pen_weight"] == 0.5 and saved["num_negatives"] == 5
 
 
 def _damage(workdir, step, how):

@@ -27,6 +27,10 @@ _TUPLE_FIELDS = ("conv_dim", "conv_kernel", "conv_stride")
 # How the model is computed, not what it computes: free to differ between a checkpoint and the run loading it.
 IMPLEMENTATION_FIELDS = ("dtype", "param_dtype", "scan_layers", "scan_unroll", "remat_policy", "pos_conv_impl",
                          "attention_impl")
+# The pre-training objective's settings, not the parameters': free to change when a run resumes (fairseq builds its
+# criterion from the relaunch's config), e.g. a lower feature penalty for a run stuck at chance.
+LOSS_FIELDS = ("num_negatives", "logit_temperature", "diversity_loss_weight", "feature_pen_weight",
+               "gumbel_temperature")
 _NOT_SUPPORTED = {  # HF fields whose non-default values this implementation does not model.
     "add_adapter": False,
     "use_weighted_layer_sum": False,

@@ -18,6 +18,7 @@ from data_pipelines import storage
 from data_pipelines.vocab import Vocab
 from wav2vec_jax.inference.evaluation import Evaluator
 from wav2vec_jax.interop import loading
+from wav2vec_jax.models.config import LOSS_FIELDS
 from wav2vec_jax.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 from wav2vec_jax.tasks.ctc import CTCTask
 from wav2vec_jax.tasks.pretraining import PretrainingTask
@@ -89,9 +90,14 @@ def _check_resume_config(workdir: str, cfg, architecture: str) -> None:
     return
   saved = json.loads(path.read_text())
   ours = dataclasses.asdict(cfg)
-  free = set(initialization.REGIME_FIELDS) - {"scan_layers"}  # scan_layers is the checkpoint's layout: kept
-  differs = {k: (v, ours.get(k)) for k, v in saved["model_config"].items()
-             if k not in free and (tuple(v) if isinstance(v, list) else v) != ours.get(k)}
+  changed = {k: (v, ours.get(k)) for k, v in saved["model_config"].items()
+             if (tuple(v) if isinstance(v, list) else v) != ours.get(k)}
+  # The training regime and the loss may change on resume; scan_layers is the checkpoint's layout: kept.
+  free = (set(initialization.REGIME_FIELDS) | set(LOSS_FIELDS)) - {"scan_layers"}
+  differs = {k: values for k, values in changed.items() if k not in free}
+  if changed and not differs and saved["architecture"] == architecture:
+    logging.info("resuming %s with %s", workdir,
+                 ", ".join(f"{k} {b!r} (checkpoint's run {a!r})" for k, (a, b) in sorted(changed.items())))
   if differs or saved["architecture"] != architecture:
     fields = ", ".join(f"{k}: checkpoint {a!r}, config {b!r}" for k, (a, b) in sorted(differs.items()))
     raise ConfigError(f"{workdir} holds checkpoints of another model ({saved['architecture']} vs {architecture}; "
