@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from wav2vec_jax.interop.torch_checkpoint import Placeholder, load_torch_checkpoint, to_plain
+from wav2vec_jax.interop.plain_data import to_plain
+from wav2vec_jax.interop.torch_checkpoint import Placeholder, load_torch_checkpoint
 
 FORMATS = ["zip", "legacy"]
 # dtypes torch.Tensor.numpy() refuses: read them through a signed integer view of the same width.

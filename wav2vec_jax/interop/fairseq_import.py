@@ -13,7 +13,8 @@ import re
 import numpy as np
 
 from wav2vec_jax.models.config import ModelConfig
-from wav2vec_jax.interop.torch_checkpoint import load_torch_checkpoint, to_plain
+from wav2vec_jax.interop.plain_data import to_plain
+from wav2vec_jax.interop.torch_checkpoint import load_torch_checkpoint
 
 # fairseq Wav2Vec2Config defaults for fields a checkpoint may omit.
 _DEFAULT_CONV = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]"

@@ -4,13 +4,12 @@ Reads both formats `torch.save` writes: the zip archive (torch >= 1.6) and the l
 (`_use_new_zipfile_serialization=False`, e.g. fairseq checkpoints from 2020). Unpickling is restricted: only an
 allowlist of harmless globals resolves to real objects (containers, our own tensor rebuilders); every other class or
 function the file names (argparse.Namespace, omegaconf.DictConfig, numpy, fairseq enums, os.system) becomes an
-inert `Placeholder` that records its arguments and state. `to_plain` turns those into plain data.
+inert `Placeholder` that records its arguments and state. `plain_data.to_plain` turns those into plain data.
 """
 
 import _compat_pickle
 import collections
 import io
-import math
 import os
 import pickle
 import re
@@ -53,7 +52,8 @@ class _Frozen:
     raise pickle.UnpicklingError(f"refusing to set the state of a {type(self).__name__}")
 
 
-class _TorchType(_Frozen):
+class TorchType(_Frozen):
+  """A torch dtype or storage class the file names; `plain_data.to_plain` turns a dtype into its numpy dtype."""
   __slots__ = ("dtype", "storage")  # `torch.float16` (storage False) or `torch.HalfStorage` (True)
 
 
@@ -106,7 +106,7 @@ def _rebuild_tensor(storage, offset, size, stride, dtype=None):
   """A tensor as a read-only numpy view of its storage (None in the legacy format's scanning pass)."""
   if storage is None:
     return None
-  if not isinstance(storage, _Storage) or not (dtype is None or isinstance(dtype, _TorchType)):
+  if not isinstance(storage, _Storage) or not (dtype is None or isinstance(dtype, TorchType)):
     raise ValueError(f"tensor storage {storage!r} or dtype {dtype!r} is not what torch writes")
   dtype = storage.dtype if dtype is None else dtype.dtype
   size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
@@ -136,7 +136,7 @@ def _encode(text, encoding="utf-8"):
 
 # The only globals that resolve to real objects; each is harmless whatever the file passes it. numpy is not here:
 # its __setstate__ trusts its input (a pickled dtype may claim to hold object pointers), so numpy values stay
-# placeholders until `to_plain` rebuilds them from validated parts.
+# placeholders until `plain_data.to_plain` rebuilds them from validated parts.
 _SAFE = {
     ("collections", "OrderedDict"): collections.OrderedDict, ("collections", "defaultdict"): collections.defaultdict,
     ("torch", "Size"): tuple, ("_codecs", "encode"): _Call(fn=_encode),
@@ -165,9 +165,9 @@ class _Unpickler(pickle.Unpickler):
     module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))  # Python 2 names.
     module = _compat_pickle.IMPORT_MAPPING.get(module, module)
     if module in ("torch", "torch.storage") and name in _STORAGES:
-      return _TorchType(dtype=np.dtype(_DTYPES[_STORAGES[name]]), storage=True)
+      return TorchType(dtype=np.dtype(_DTYPES[_STORAGES[name]]), storage=True)
     if module == "torch" and name in _DTYPES:
-      return _TorchType(dtype=np.dtype(_DTYPES[name]), storage=False)
+      return TorchType(dtype=np.dtype(_DTYPES[name]), storage=False)
     if (module, name) in _SAFE:
       return _SAFE[module, name]
     if (module, name) not in self._placeholders:
@@ -178,7 +178,7 @@ class _Unpickler(pickle.Unpickler):
   def persistent_load(self, pid):
     if self._load_storage is None or not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
       raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
-    if not (isinstance(pid[1], _TorchType) and pid[1].storage):
+    if not (isinstance(pid[1], TorchType) and pid[1].storage):
       raise ValueError(f"unknown storage type {pid[1]!r}")
     return self._load_storage(pid)
 
@@ -277,7 +277,7 @@ def load_torch_checkpoint(path):
   Returns:
     The saved object with tensors and parameters as read-only numpy arrays with the saved dtype (bfloat16 and
     float8 as ml_dtypes types), shape and strides; tensors sharing a storage share memory. Other globals
-    (Namespace, omegaconf configs, numpy values, ...) are `Placeholder`s; see `to_plain`.
+    (Namespace, omegaconf configs, numpy values, ...) are `Placeholder`s; see `plain_data.to_plain`.
 
   Raises:
     ValueError: naming `path`, if the file is not a PyTorch checkpoint, is truncated or corrupt, or lacks a
@@ -297,134 +297,3 @@ def load_torch_checkpoint(path):
     except (ValueError, pickle.UnpicklingError, EOFError, TypeError, KeyError, IndexError, AttributeError,
             OverflowError, NotImplementedError, OSError, struct.error, zipfile.BadZipFile) as e:
       raise ValueError(f"{path}: {e}") from e
-
-
-def to_plain(obj, resolve=True):
-  """Replaces known placeholders by plain data, recursively; tensors and unknown placeholders stay as they are.
-
-  omegaconf DictConfig / ListConfig -> dict / list of their `_content` (a `None`, `'???'` or interpolation
-  content as is); omegaconf value nodes -> their `_val`; numpy arrays, scalars and dtypes -> numpy objects, rebuilt
-  from validated parts; objects pickled with a dict state (argparse.Namespace, dataclasses) -> that dict; enums
-  (one constructor argument, no state) -> their value; dict subclasses -> dict; lists and tuples keep their type.
-
-  Args:
-    obj: anything `load_torch_checkpoint` returned.
-    resolve: in omegaconf configs, replace strings that are one absolute interpolation (`'${task.normalize}'`,
-      as fairseq's `II(...)` fields are saved) by the value they point to in that config, where it exists.
-  """
-  memo, roots = {}, []
-  out = _plain(obj, memo, roots)
-  for root in roots if resolve else ():
-    _resolve(root, root, set())
-  return out
-
-
-def _plain(obj, memo, roots):
-  if id(obj) in memo:
-    return memo[id(obj)][1]
-  key, is_root = obj, False  # memo holds `key` so that its id is not reused while we run.
-  if isinstance(obj, _TorchType) and not obj.storage:
-    return obj.dtype
-  if isinstance(obj, Placeholder):
-    if obj.module in _NUMPY_MODULES and (value := _numpy(obj, memo, roots)) is not None:  # Before generic rules.
-      memo[id(obj)] = (obj, value)
-      return value
-    state, omegaconf = obj.state, obj.module.split(".")[0] == "omegaconf"
-    if omegaconf and isinstance(state, dict) and "_content" in state:  # DictConfig, ListConfig
-      if not isinstance(content := state["_content"], (dict, list)):
-        return content
-      obj, is_root = content, state.get("_parent") is None
-    elif omegaconf and isinstance(state, dict) and "_val" in state:  # AnyNode, StringNode, IntegerNode, ...
-      return _plain(state["_val"], memo, roots)
-    elif isinstance(state, tuple) and len(state) == 2 and all(s is None or isinstance(s, dict) for s in state):
-      obj = {**(state[0] or {}), **(state[1] or {})}  # (__dict__, __slots__) state
-    elif isinstance(state, dict):
-      obj = state
-    elif state is None and len(obj.args) == 1 and not (obj.kwargs or obj.items or obj.dictitems):
-      return _plain(obj.args[0], memo, roots)
-    else:
-      return obj
-  if isinstance(obj, (dict, list)):
-    out = {} if isinstance(obj, dict) else []
-    memo[id(key)] = (key, out)  # Before recursing: a config's parent links lead back here.
-    if isinstance(obj, dict):
-      out.update((k, _plain(v, memo, roots)) for k, v in obj.items())
-    else:
-      out.extend(_plain(v, memo, roots) for v in obj)
-    if is_root:
-      roots.append(out)
-    return out
-  return tuple(_plain(v, memo, roots) for v in obj) if isinstance(obj, tuple) else obj
-
-
-_NUMPY_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
-                  "numpy._core.numeric")
-
-
-def _numpy(p, memo, roots):
-  """A numpy dtype, array or scalar from the placeholders its pickle made; None if unsupported or malformed."""
-  try:
-    if p.name == "dtype":  # np.dtype("f8", False, True), then BUILD (version, byte order, subarray, names, ...)
-      spec, state = p.args[0] if p.args else None, p.state if isinstance(p.state, tuple) else ()
-      if not (isinstance(spec, str) and re.fullmatch(r"[biufcOSU]\d+", spec)) or any(state[2:4]):
-        return None  # Structured, subarray, datetime and void dtypes are not rebuilt.
-      return np.dtype(spec).newbyteorder(state[1] if len(state) > 1 and state[1] in ("<", ">") else "=")
-    if p.name == "scalar" and len(p.args) == 2:  # scalar(dtype, bytes or the object)
-      dtype, data = _plain(p.args[0], memo, roots), p.args[1]
-      if isinstance(dtype, np.dtype) and dtype.hasobject:
-        return _plain(data, memo, roots)
-      if isinstance(dtype, np.dtype) and isinstance(data, bytes) and len(data) == dtype.itemsize:
-        return np.frombuffer(data, dtype)[0]
-    elif p.name == "_reconstruct" and isinstance(p.state, tuple) and len(p.state) == 5:  # then BUILD(state)
-      _, shape, dtype, fortran, data = p.state
-      return _numpy_array(data, _plain(dtype, memo, roots), shape, "F" if fortran else "C", memo, roots)
-    elif p.name == "_frombuffer" and len(p.args) == 4:  # protocol 5: _frombuffer(buffer, dtype, shape, order)
-      data, dtype, shape, order = p.args
-      return _numpy_array(data, _plain(dtype, memo, roots), shape, order, memo, roots)
-  except (TypeError, ValueError):
-    pass
-  return None
-
-
-def _numpy_array(data, dtype, shape, order, memo, roots):
-  shape = tuple(int(n) for n in shape)
-  if not isinstance(dtype, np.dtype) or order not in ("C", "F") or min(shape, default=0) < 0:
-    return None
-  if dtype.hasobject and isinstance(data, list) and len(data) == math.prod(shape):
-    out = np.empty(len(data), object)  # Pickled as a list of objects, which we unpickled safely.
-    for i, value in enumerate(data):
-      out[i] = _plain(value, memo, roots)
-  elif not dtype.hasobject and isinstance(data, (bytes, bytearray)) and len(data) == math.prod(shape) * dtype.itemsize:
-    out = np.frombuffer(data, dtype).copy()
-  else:
-    return None
-  return out.reshape(shape, order=order)
-
-
-_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w\-]*(?:\.[\w\-]+)*)\}")  # absolute `${a.b.c}` only
-
-
-def _resolve(node, root, visited):
-  if id(node) in visited:
-    return
-  visited.add(id(node))
-  for key, value in list(node.items() if isinstance(node, dict) else enumerate(node)):
-    for _ in range(10):  # Follows chains of interpolations; a cycle stops here, unresolved.
-      match = _INTERPOLATION.fullmatch(value) if isinstance(value, str) else None
-      if not match or (target := _lookup(root, match.group(1))) is None:
-        break
-      value = node[key] = target[0]
-    if isinstance(value, (dict, list)):
-      _resolve(value, root, visited)
-
-
-def _lookup(root, dotted):
-  node = root
-  for part in dotted.split("."):
-    if isinstance(node, dict) and part in node:
-      node = node[part]
-    elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-      node = node[int(part)]
-    else:
-      return None
-  return (node,)
