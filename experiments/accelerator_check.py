@@ -4,7 +4,8 @@ r"""The prepared accelerator check: parity, then training-step benchmarks agains
   python experiments/accelerator_check.py --size=ci          # CPU-sized (tests/test_accelerator_check.py runs it)
 
 On a lent GPU machine, from the repository root (its image has what this needs: jax, flax, optax, torch,
-transformers, absl, pytest; the audio decoders, TensorFlow and ml_collections are not imported):
+transformers, absl, pytest; the audio decoders, TensorFlow and ml_collections are not imported, which
+tests/test_accelerator_check.py holds true by hiding them: tests/gpu_image):
   PYTHONUNBUFFERED=1 python3 experiments/accelerator_check.py 2>&1 | tee $OUT/check.jsonl
 
 Stages, each reported as JSON lines; a failing stage is reported and the next one still runs:

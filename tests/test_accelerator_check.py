@@ -19,7 +19,14 @@ def test_the_accelerator_check_runs_on_cpu_at_ci_size():
   command = [sys.executable, os.path.join(REPO, "experiments", "accelerator_check.py"), "--size=auto",
              "--parity_k=test_a_conv_as_matmuls_equals_the_conv and 9-2-3", "--precisions=highest",
              "--dtypes=bfloat16", "--steps=1"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=e2e.xla_flags(devices=1))
+  # As on the lent GPU machine's image: no TensorFlow, ml_collections, audio decoders, ... (tests/gpu_image).
+  image = os.path.join(REPO, "tests", "gpu_image")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=e2e.xla_flags(devices=1),
+             PYTHONPATH=os.pathsep.join(filter(None, [image, os.environ.get("PYTHONPATH")])))
+  probe = ("import importlib.util as u; "
+           "print(u.find_spec('tensorflow'), u.find_spec('ml_collections'), u.find_spec('flax'))")
+  hidden = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+  assert hidden.startswith("None None ModuleSpec"), hidden  # the image is simulated: what it lacks is not found
   result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
