@@ -72,6 +72,9 @@ def test_small_scale_xlsr_configs_differ_only_in_alpha():
   assert half.to_dict() == natural.to_dict()
   alone = finetune.get_config("xlsr_tiny_cs")
   assert alone.data.languages == "cs" and finetune.get_config("xlsr_tiny").data.languages == ""
+  # One language's model: the same but for more SpecAugment (its labelled set is 1/8 of the corpus's).
+  assert (alone.model.mask_time_prob, alone.model.mask_channel_prob) == (0.2, 0.1)
+  alone.model.mask_time_prob, alone.model.mask_channel_prob = 0.05, 0.0
   assert alone.model.to_dict() == finetune.get_config("xlsr_tiny").model.to_dict()
   # Both stages are the tiny recipe itself (README's XLSR tables and the main job measure the same recipe).
   assert half.model.to_dict() == pretrain.get_config("tiny").model.to_dict()
