@@ -12,8 +12,10 @@ over the first entry. With the host model: a TPU v4 chip at 50% MFU consumes ~3,
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app, flags
@@ -24,6 +26,12 @@ flags.DEFINE_list("cores", ["1", str(os.cpu_count())], "Core counts to run with,
 flags.DEFINE_integer("batches", 100, "Timed batches (prefetched batches count too: keep it >> the prefetch of 4).")
 flags.DEFINE_integer("warmup", 5, "Untimed batches first (pipeline start, tf.data warm-up).")
 flags.DEFINE_integer("batch_budget", 1_400_000, "Samples per batch (BASE: 1.4M per GPU).")
+flags.DEFINE_enum("host_memory", "reuse", ["reuse", "glibc"],
+                  "Host allocator: freed memory kept for reuse, as the entry points run "
+                  "(runtime.reuse_freed_host_memory), or glibc's default.")
+flags.DEFINE_integer("gil_seconds", 0, "Also sample the child's threads this long with py-spy --gil (needs "
+                   "`pip install py-spy`; the child must run longer): the share of wall time some thread holds the "
+                   "GIL, and the throughput at which one process's GIL would be busy all the time.")
 flags.DEFINE_bool("child", False, "Internal: measure in this process.")
 
 TPU_V4_AUDIO_S_PER_S = 3_000  # one chip of BASE pre-training at 50% MFU (README, Speed)
@@ -38,6 +46,7 @@ def measure(f) -> dict:
   batches = iter(pipeline.make_iterator(index, config))
   for _ in range(f.warmup):
     next(batches)
+  print("warm", flush=True)  # the parent starts sampling the GIL now
   samples, start = 0, time.perf_counter()
   for _ in range(f.batches):
     batch = next(batches)
@@ -48,18 +57,48 @@ def measure(f) -> dict:
           "batches_per_s": round(f.batches / seconds, 2)}
 
 
+def gil_busy(pid: int, seconds: int, rate: int = 200) -> float | None:
+  """Share of `seconds` of wall time in which some thread of process `pid` held the GIL (py-spy's `--gil`
+  samples), or None without py-spy or when sampling failed."""
+  if not shutil.which("py-spy"):
+    return None
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "gil.txt")
+    sampled = subprocess.run(["py-spy", "record", "--pid", str(pid), "--gil", "--rate", str(rate), "--duration",
+                              str(seconds), "--format", "raw", "--output", out], capture_output=True, check=False)
+    if sampled.returncode != 0 or not os.path.exists(out):
+      return None
+    with open(out) as fh:
+      held = sum(int(line.rsplit(" ", 1)[1]) for line in fh if line.strip())
+  return held / (rate * seconds)
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
   if f.child:
+    if f.host_memory == "reuse":
+      from wav2vec_jax.training import runtime  # pylint: disable=g-import-not-at-top
+      runtime.reuse_freed_host_memory()  # first, before the pipeline allocates
     print(json.dumps(measure(f)), flush=True)
     return
   base = None
   for cores in f.cores:
     command = ["taskset", "-c", f"0-{int(cores) - 1}", sys.executable, os.path.abspath(__file__), "--child",
                f"--batches={f.batches}", f"--warmup={f.warmup}", f"--batch_budget={f.batch_budget}"]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    row = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+    command += [f"--host_memory={f.host_memory}"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    while child.stdout.readline().strip() != "warm":
+      if child.poll() is not None:
+        raise RuntimeError(f"the measuring process ended with status {child.returncode} before warming up")
+    busy = gil_busy(child.pid, f.gil_seconds) if f.gil_seconds > 0 else None
+    out, _ = child.communicate()
+    if child.returncode != 0:
+      raise RuntimeError(f"the measuring process ended with status {child.returncode}")
+    row = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    row["host_memory"] = f.host_memory
+    if busy is not None:  # one process's decoding cannot go faster than its GIL allows
+      row.update({"gil_busy": round(busy, 3), "gil_bound_audio_s_per_s": round(row["audio_s_per_s"] / busy)})
     base = base or row["audio_s_per_s"]
     row.update({"speedup": round(row["audio_s_per_s"] / base, 2),
                 "cores_per_tpu_v4_chip": round(TPU_V4_AUDIO_S_PER_S / (row["audio_s_per_s"] / row["cores"]), 1)})
