@@ -1,7 +1,7 @@
 r"""XLSR at small scale, end to end: multilingual pre-training with language sampling p_l ∝ (n_l/N)^α and one shared
 quantizer, then CTC fine-tuning on all languages and on the least-represented one, scored per language.
 
-  python experiments/xlsr.py                        # workdir /tmp/wav2vec_jax_xlsr, ~25 min on 2 CPU cores
+  python experiments/xlsr.py                        # workdir /tmp/wav2vec_jax_xlsr, ~12 min on 2 CPU cores
   python experiments/xlsr.py --alpha_configs=experiments/configs/pretrain.py:xlsr_tiny   # one α only
 
 The corpus's 8 languages are made unequal for pre-training (`pretrain.LOW_RESOURCE`: Czech cut to 60 s, Polish to
