@@ -30,8 +30,8 @@ flags.DEFINE_enum("host_memory", "reuse", ["reuse", "glibc"],
                   "Host allocator: freed memory kept for reuse, as the entry points run "
                   "(runtime.reuse_freed_host_memory), or glibc's default.")
 flags.DEFINE_integer("gil_seconds", 0, "Also sample the child's threads this long with py-spy --gil (needs "
-                   "`pip install py-spy`; the child must run longer): the share of wall time some thread holds the "
-                   "GIL, and the throughput at which one process's GIL would be busy all the time.")
+                     "`pip install py-spy`; the child must run longer): the share of wall time some thread holds the "
+                     "GIL, and the throughput at which one process's GIL would be busy all the time.")
 flags.DEFINE_bool("child", False, "Internal: measure in this process.")
 
 TPU_V4_AUDIO_S_PER_S = 3_000  # one chip of BASE pre-training at 50% MFU (README, Speed)
@@ -92,6 +92,9 @@ def main(argv):
       if child.poll() is not None:
         raise RuntimeError(f"the measuring process ended with status {child.returncode} before warming up")
     busy = gil_busy(child.pid, f.gil_seconds) if f.gil_seconds > 0 else None
+    if f.gil_seconds > 0 and busy is None:
+      print("GIL not sampled: py-spy is missing or could not attach (pip install py-spy; ptrace allowed?)",
+            file=sys.stderr)
     out, _ = child.communicate()
     if child.returncode != 0:
       raise RuntimeError(f"the measuring process ended with status {child.returncode}")

@@ -103,7 +103,7 @@ def test_profile_step_attributes_op_time_to_model_parts():
   lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
   summary, parts, ops = lines[0], [l for l in lines if "part" in l], [l for l in lines if "op" in l]
   assert summary["variant"] == "tiny" and summary["traced_ms_per_step"] > 0 and summary["ops"] > 0
-  assert summary["host_memory"] == "reuse"  # the entry points' allocator setting (glibc here)
+  assert summary["host_memory"] == "reuse"  # the entry points' allocator setting, applied (a glibc machine)
   by_part = {p["part"]: p["ms"] for p in parts}
   assert by_part["feature_extractor"] > 0 and by_part["encoder/layers"] > 0 and by_part["optimizer"] > 0
   assert abs(sum(p["share"] for p in parts) - 1) < 0.01 and len(ops) == 3
