@@ -8,7 +8,7 @@ import pytest
 from experiments.configs import finetune, pretrain
 from wav2vec_jax.training import initialization, loop, optim, train_state
 
-FINETUNE = sorted(finetune._RECIPES)  # pylint: disable=protected-access
+FINETUNE = sorted(finetune._RECIPES) + ["xlsr_tiny", "xlsr_tiny_cs"]  # pylint: disable=protected-access
 PRETRAIN = ["tiny", "base", "large", "xlsr_53", "xlsr_tiny", "xlsr_tiny_natural"]
 
 
