@@ -38,7 +38,8 @@ from wav2vec_jax.interop import convert  # noqa: E402
 from wav2vec_jax.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_variant, masking  # noqa: E402
 from wav2vec_jax.tasks.ctc import CTCTask  # noqa: E402
 from wav2vec_jax.tasks.pretraining import PretrainingTask  # noqa: E402
-from wav2vec_jax.training import flops, optim, partitioning, runtime, train_state  # noqa: E402
+from experiments import host_memory as host_memory_lib  # noqa: E402
+from wav2vec_jax.training import flops, optim, partitioning, train_state  # noqa: E402
 from wav2vec_jax.training import step as step_lib  # noqa: E402
 
 flags.DEFINE_list("variant", ["tiny"], "Model variants: tiny, base, large, xlsr_53.")
@@ -55,9 +56,7 @@ flags.DEFINE_enum("compare", "", ["", "transformers"], "Also time transformers' 
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the batch and the step keys.")
 flags.DEFINE_enum("attention", "auto", ["auto", "batched", "per_head", "fused"], "Our attention implementation.")
 flags.DEFINE_enum("torch_attention", "eager", ["eager", "sdpa"], "transformers' attention implementation.")
-flags.DEFINE_enum("host_memory", "reuse", ["reuse", "glibc"],
-                  "Host allocator: glibc's malloc keeping freed memory for reuse, as the entry points run "
-                  "(runtime.reuse_freed_host_memory), or left as glibc sets it (to compare: run both in one command).")
+
 
 ARCHITECTURES = {"pretrain": "Wav2Vec2ForPreTraining", "ctc": "Wav2Vec2ForCTC"}
 LEARNING_RATE = 1e-4  # constant, so that every timed step is a full update on both sides
@@ -332,17 +331,10 @@ def cases_from_flags() -> list[Case]:
           for variant in f.variant for kind in f.kind]
 
 
-def host_memory_from_flags() -> str:
-  """Applies --host_memory (process-wide and final: call first, before anything is allocated); returns the
-  setting in effect, "reuse" or "glibc" (reuse is refused where the C library is not glibc)."""
-  reuse = flags.FLAGS.host_memory == "reuse" and runtime.reuse_freed_host_memory()
-  return "reuse" if reuse else "glibc"
-
-
 def main(argv):
   del argv
   f = flags.FLAGS
-  host_memory = host_memory_from_flags()  # reported in every line
+  host_memory = host_memory_lib.apply_from_flags()  # reported in every line
   cases = cases_from_flags()
   run(cases, steps=f.steps, warmup=f.warmup, compare=f.compare, seed=f.seed,
       emit=lambda line: print(line, flush=True), torch_attention=f.torch_attention, host_memory=host_memory)

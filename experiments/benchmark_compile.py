@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import benchmark  # noqa: E402
 import profile_step  # noqa: E402
+from experiments import host_memory as host_memory_lib  # noqa: E402
 from wav2vec_jax.training import partitioning  # noqa: E402
 
 flags.DEFINE_list("layouts", ["unrolled", "scan", "scan:unroll=2", "scan:remat=dots"],
@@ -126,13 +127,13 @@ def interleave(runs: list[Built], steps: int, warmup: int):
       run.step()
 
 
-def result(run: Built, layout: Layout, baseline: Built | None) -> dict:
-  """The JSON fields of one layout."""
+def result(run: Built, layout: Layout, baseline: Built | None, host_memory: str = "") -> dict:
+  """The JSON fields of one layout (`host_memory`: the allocator setting in effect)."""
   ms = statistics.median(run.times) * 1e3
   out = {"variant": run.case.variant, "kind": run.case.kind, "layout": layout.name, "batch": run.case.batch,
          "samples": run.case.samples, "dtype": run.case.dtype, "lower_s": round(run.lower_s, 2),
          "compile_s": round(run.compile_s, 2), "step_ms": round(ms, 1), "steps": len(run.times),
-         "param_leaves": run.leaves, **run.kernels}
+         "param_leaves": run.leaves, **run.kernels, "host_memory": host_memory}
   if baseline is not None:
     base_ms = statistics.median(baseline.times[-len(run.times):]) * 1e3
     out.update({"unrolled_step_ms": round(base_ms, 1), "step_over_unrolled": round(ms / base_ms, 3)})
@@ -152,12 +153,12 @@ def benchmark_variant(variant: str, kind: str, layouts: list[Layout], *, batch: 
 
   baseline = Built(case(layouts[0]), seed)
   interleave([baseline], steps, warmup)
-  results = [{**result(baseline, layouts[0], None), "host_memory": host_memory}]
+  results = [result(baseline, layouts[0], None, host_memory)]
   emit(json.dumps(results[-1]))
   for layout in layouts[1:]:
     run = Built(case(layout), seed)
     interleave([baseline, run], steps, warmup)
-    results.append({**result(run, layout, baseline), "host_memory": host_memory})
+    results.append(result(run, layout, baseline, host_memory))
     emit(json.dumps(results[-1]))
     del run
   return results
@@ -166,7 +167,7 @@ def benchmark_variant(variant: str, kind: str, layouts: list[Layout], *, batch: 
 def main(argv):
   del argv
   f = flags.FLAGS
-  host_memory = benchmark.host_memory_from_flags()  # as the entry points run
+  host_memory = host_memory_lib.apply_from_flags()  # as the entry points run
   jax.config.update("jax_enable_compilation_cache", False)  # compile time means XLA's, not a cache hit
   layouts = [parse_layout(text) for text in f.layouts]
   for variant in f.variant:

@@ -22,13 +22,12 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from experiments import host_memory as host_memory_lib  # noqa: E402  pylint: disable=wrong-import-position
+
 flags.DEFINE_list("cores", ["1", str(os.cpu_count())], "Core counts to run with, in order (the first is the base).")
 flags.DEFINE_integer("batches", 100, "Timed batches (prefetched batches count too: keep it >> the prefetch of 4).")
 flags.DEFINE_integer("warmup", 5, "Untimed batches first (pipeline start, tf.data warm-up).")
 flags.DEFINE_integer("batch_budget", 1_400_000, "Samples per batch (BASE: 1.4M per GPU).")
-flags.DEFINE_enum("host_memory", "reuse", ["reuse", "glibc"],
-                  "Host allocator: freed memory kept for reuse, as the entry points run "
-                  "(runtime.reuse_freed_host_memory), or glibc's default.")
 flags.DEFINE_integer("gil_seconds", 0, "Also sample the child's threads this long with py-spy --gil (needs "
                      "`pip install py-spy`; the child must run longer): the share of wall time some thread holds the "
                      "GIL, and the throughput at which one process's GIL would be busy all the time.")
@@ -77,10 +76,8 @@ def main(argv):
   del argv
   f = flags.FLAGS
   if f.child:
-    if f.host_memory == "reuse":
-      from wav2vec_jax.training import runtime  # pylint: disable=g-import-not-at-top
-      runtime.reuse_freed_host_memory()  # first, before the pipeline allocates
-    print(json.dumps(measure(f)), flush=True)
+    applied = host_memory_lib.apply_from_flags()  # first, before the pipeline allocates
+    print(json.dumps({**measure(f), "host_memory": applied}), flush=True)
     return
   base = None
   for cores in f.cores:
@@ -99,7 +96,6 @@ def main(argv):
     if child.returncode != 0:
       raise RuntimeError(f"the measuring process ended with status {child.returncode}")
     row = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    row["host_memory"] = f.host_memory
     if busy is not None:  # one process's decoding cannot go faster than its GIL allows
       row.update({"gil_busy": round(busy, 3), "gil_bound_audio_s_per_s": round(row["audio_s_per_s"] / busy)})
     base = base or row["audio_s_per_s"]

@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchmark  # noqa: E402
+from experiments import host_memory as host_memory_lib  # noqa: E402
 from wav2vec_jax.training import partitioning  # noqa: E402
 
 flags.DEFINE_integer("trace_steps", 2, "Traced steps (after one untraced warm-up step).")
@@ -115,7 +116,7 @@ def profile_case(case: benchmark.Case, steps: int, top: int, emit=print, host_me
 
 def main(argv):
   del argv
-  host_memory = benchmark.host_memory_from_flags()  # as the entry points run
+  host_memory = host_memory_lib.apply_from_flags()  # as the entry points run
   for case in benchmark.cases_from_flags():
     profile_case(case, flags.FLAGS.trace_steps, flags.FLAGS.top, emit=lambda line: print(line, flush=True),
                  host_memory=host_memory)

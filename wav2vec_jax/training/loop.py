@@ -318,7 +318,7 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
                        and (step % eval_every == 0 or step == config.total_steps))
           if validated:
             last.update({f"val/{k}": v for k, v in validator(state.params).metrics.items()})
-            scored = _best_key(last, best_metric)  # WER as fairseq; the other breaks ties (WER 1.0 early on)
+            scored = _best_key(last, best_metric)  # the other of WER and CER breaks ties (WER 1.0 early on)
             if scored < best:
               best = scored
               _save_best(workdir, task.model, state.params, vocab, eval_data, step,
