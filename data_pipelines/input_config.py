@@ -31,6 +31,7 @@ class InputConfig:
   size_by: str = "utterances"  # n_l counts "utterances" (fairseq) or "samples" (the paper's hours)
   cache_audio_bytes: int = 0  # keep decoded audio in memory up to this many bytes (small corpora); 0: off
   num_parallel_calls: int = -1  # batches decoded at once; -1 = one per usable CPU core, at most 16
+  decode_processes: int = 0  # 0: decode in this process's threads; N: in N worker processes; -1: one per core
   prefetch: int = 4  # batches prefetched
   use_tf_data: bool = True  # False: plain Python loop (same batches; for debugging and tests)
 

@@ -2,8 +2,9 @@
 
 Data flow, per epoch e (every host computes the same global plan from lengths alone, cheap numpy):
   checked index → [multilingual resampling, p_l ∝ (n_l/N)^α] → shuffle (seed, e) → length buckets → global batches
-  → this host's rows of each batch → tf.data: parallel decode (numpy_function), mixdown, resample, normalise,
-  crop/pad to the bucket shape, labels → prefetch.
+  → this host's rows of each batch → tf.data: parallel decode (numpy_function; in worker processes with
+  `decode_processes`, see `decode_pool`), mixdown, resample, normalise, crop/pad to the bucket shape, labels →
+  prefetch.
 
 Why a global plan sliced per host instead of `ds.shard` before batching: every host must produce the same batch
 shape at the same step (a sharded train step needs one global shape), and a plan shared by all hosts guarantees it.
@@ -24,9 +25,9 @@ import numpy as np
 from absl import logging
 
 from data_pipelines import audio as audio_lib
-from data_pipelines import batching, checks, sampling
+from data_pipelines import batching, checks, decode_pool, sampling
 from data_pipelines import rows as rows_lib
-from data_pipelines.errors import AudioInputError, Counters, check_on_error
+from data_pipelines.errors import AudioInputError, Counters, DataConfigError, check_on_error
 from data_pipelines.input_config import InputConfig
 from data_pipelines.sources import AudioIndex
 from data_pipelines.vocab import Vocab
@@ -63,6 +64,7 @@ class InputIterator:
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index {process_index} not in [0, {process_count})")
     self.process_index, self.process_count = process_index, process_count
+    self.decode_processes = _decode_processes(config)
     self._crop = config.mode == "pretrain"
     self._counters = Counters()
     self.data = checks.check_index(
@@ -92,8 +94,10 @@ class InputIterator:
     self._plan_lock = threading.Lock()
     self._plans: dict[int, batching.EpochPlan] = {}
     self._batches: Iterator | None = None
-    self._pending_error: AudioInputError | None = None
+    self._pending_error: AudioInputError | decode_pool.DecodeWorkerError | None = None
     self._cache = rows_lib.AudioCache(config.cache_audio_bytes) if config.cache_audio_bytes > 0 else None
+    self._pool: decode_pool.DecodePool | None = None  # started with the first batch when decode_processes > 0
+    self._pool_lock = threading.Lock()
     self.epoch_plan(0)  # fail now, not inside a tf.data thread, if the data cannot fill a single batch
 
   # ---- shapes, plans and state ----
@@ -153,11 +157,16 @@ class InputIterator:
       self._batches, self._pending_error = None, None
 
   def close(self) -> None:
-    """Releases the tf.data iterator now (its position is kept: the next batch restarts from it). Call when done:
+    """Releases the tf.data iterator and stops the decode worker processes, if any, now (the position is kept: the
+    next batch restarts from it, in new workers). Call when done:
     an iterator left to interpreter shutdown is finalised after Python is gone, and TensorFlow prints "Error
     occurred when finalizing GeneratorDataset iterator" on a clean exit."""
     with self._lock:
-      self._batches = None
+      self._batches = None  # first: the iterator's decodes in flight finish in the pool
+    with self._pool_lock:
+      pool, self._pool = self._pool, None
+    if pool is not None:
+      pool.close()
 
   def counters(self) -> dict[str, int]:
     """Counts so far: `index/*`, `skipped/<kind>`, `filtered/*`, `input/*`, `language/<name>/utterances`, and
@@ -167,7 +176,8 @@ class InputIterator:
 
   def _make_fingerprint(self) -> str:
     cfg = dataclasses.asdict(self.config)
-    for key in ("num_parallel_calls", "prefetch", "use_tf_data", "num_epochs", "cache_audio_bytes"):
+    for key in ("num_parallel_calls", "prefetch", "use_tf_data", "num_epochs", "cache_audio_bytes",
+                "decode_processes"):
       cfg.pop(key)
     h = hashlib.sha1(json.dumps([cfg, dataclasses.asdict(self.spec)], sort_keys=True, default=str).encode())
     h.update("\n".join(self.data.index.ids).encode())
@@ -185,12 +195,26 @@ class InputIterator:
     rows, offset = self._host_rows(plan.rows[step])
     return self._assemble(*self._load(epoch, step, int(plan.buckets[step]), rows, offset))[0]
 
+  def _decoder(self) -> decode_pool.DecodePool | None:
+    """The worker pool (started on first use) when `decode_processes` > 0, else None (decode in this thread)."""
+    if not self.decode_processes:
+      return None
+    with self._pool_lock:
+      if self._pool is None:
+        self._pool = decode_pool.DecodePool(self.decode_processes, self.data, self._language_ids, self.spec,
+                                            self.config, self._crop,
+                                            max_batch_samples=max(b * s for b, s in self.shapes))
+      return self._pool
+
   def _load(self, epoch, step, bucket, rows, row_offset):
     try:
+      pool = self._decoder()
+      if pool is not None:
+        return pool.load(epoch, step, bucket, rows, row_offset)
       return rows_lib.load_rows(self.data, self._language_ids, self.spec, self.config, epoch=epoch, step=step,
                                 bucket=bucket, rows=rows, row_offset=row_offset, crop=self._crop,
                                 cache=self._cache)
-    except AudioInputError as e:  # on_error="raise"; kept so __next__ can raise it cleanly out of tf.data
+    except (AudioInputError, decode_pool.DecodeWorkerError) as e:  # kept so __next__ raises it cleanly out of tf.data
       self._pending_error = self._pending_error or e
       raise
 
@@ -245,6 +269,7 @@ class InputIterator:
                                      job, tout, stateful=False))
 
     parallel = self.config.num_parallel_calls if self.config.num_parallel_calls > 0 else usable_cores()
+    parallel = max(parallel, self.decode_processes)  # with workers, a call only waits: keep every worker busy
     ds = ds.map(load, num_parallel_calls=parallel, deterministic=True).prefetch(self.config.prefetch)
     # No autotuning: its model thread made releasing the iterator take 30-60 s at the end of long runs on a busy
     # machine (tf.data's RootDataset waits for it), and every parallelism here is explicit.
@@ -257,6 +282,7 @@ class InputIterator:
 
   def __next__(self) -> dict[str, np.ndarray]:
     if self._batches is None:
+      self._decoder()  # start the workers here, so that a setting they cannot work with raises here, not in tf.data
       if self.config.use_tf_data:
         self._batches = self.tf_dataset(self._epoch, self._step).as_numpy_iterator()
       else:
@@ -276,6 +302,19 @@ class InputIterator:
       if self._step >= len(self.epoch_plan(self._epoch)):
         self._epoch, self._step = self._epoch + 1, 0
     return batch
+
+
+def _decode_processes(config: InputConfig) -> int:
+  """The worker processes `config.decode_processes` asks for (-1: `usable_cores()`), checked against the cache."""
+  n = config.decode_processes
+  if n < -1:
+    raise DataConfigError(f"data.input.decode_processes must be -1 (one per core), 0 (threads) or a count, got {n}")
+  n = usable_cores() if n == -1 else n
+  if n and config.cache_audio_bytes > 0:
+    raise DataConfigError("data.input.cache_audio_bytes and data.input.decode_processes cannot both be set: each "
+                          "worker process would keep its own copy of the audio. The cache is for small corpora, "
+                          "where threads keep up: set data.input.decode_processes=0, or cache_audio_bytes=0.")
+  return n
 
 
 def usable_cores(cap: int = 16) -> int:

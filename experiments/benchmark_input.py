@@ -2,11 +2,13 @@ r"""Input pipeline throughput against CPU cores: audio seconds per second that o
 
   python experiments/benchmark_input.py                      # 1 core, then every core, in one command
   python experiments/benchmark_input.py --cores=1,2,4,8,16 --batches=40
+  python experiments/benchmark_input.py --cores=1,2 --decode_processes=0,-1 --gil_seconds=8   # threads vs processes
 
 For each entry of --cores it launches itself pinned to that many cores (`taskset`), reads --batches pre-training
 batches of the generated corpus (FLAC decode, normalisation, cropping into length buckets: the path a BASE run
 takes) after --warmup batches, and prints one JSON line: audio seconds per second, batches per second, and the speed-up
-over the first entry. With the host model: a TPU v4 chip at 50% MFU consumes ~3,000 audio-s/s of BASE pre-training
+over the first entry. With several --decode_processes entries, each core count runs each of them in turn (0: decode in
+the pipeline's threads; -1: one worker process per core; see `data_pipelines/decode_pool.py`). With the host model: a TPU v4 chip at 50% MFU consumes ~3,000 audio-s/s of BASE pre-training
 (~43 GFLOP per audio second, 275 TFLOP/s bf16), so a host's cores must deliver that per chip.
 """
 
@@ -28,10 +30,13 @@ flags.DEFINE_list("cores", ["1", str(os.cpu_count())], "Core counts to run with,
 flags.DEFINE_integer("batches", 100, "Timed batches (prefetched batches count too: keep it >> the prefetch of 4).")
 flags.DEFINE_integer("warmup", 5, "Untimed batches first (pipeline start, tf.data warm-up).")
 flags.DEFINE_integer("batch_budget", 1_400_000, "Samples per batch (BASE: 1.4M per GPU).")
+flags.DEFINE_list("decode_processes", ["0"], "InputConfig.decode_processes values to run at each core count (0: "
+                  "threads; N: worker processes; -1: one per core).")
 flags.DEFINE_integer("gil_seconds", 0, "Also sample the child's threads this long with py-spy --gil (needs "
                      "`pip install py-spy`; the child must run longer): the share of wall time some thread holds the "
                      "GIL, and the throughput at which one process's GIL would be busy all the time.")
 flags.DEFINE_bool("child", False, "Internal: measure in this process.")
+flags.DEFINE_integer("decode", 0, "Internal: the child's decode_processes.")
 
 TPU_V4_AUDIO_S_PER_S = 3_000  # one chip of BASE pre-training at 50% MFU (README, Speed)
 
@@ -41,8 +46,9 @@ def measure(f) -> dict:
   from data_pipelines import corpus, pipeline, sources  # pylint: disable=g-import-not-at-top
   index = sources.librispeech_folder(str(corpus.ensure_default_corpus()), "train")
   config = {"mode": "pretrain", "batch_budget": f.batch_budget, "min_sample_size": 16_000, "normalize": True,
-            "max_sample_size": 250_000, "num_buckets": 4}
-  batches = iter(pipeline.make_iterator(index, config))
+            "max_sample_size": 250_000, "num_buckets": 4, "decode_processes": f.decode}
+  it = pipeline.make_iterator(index, config)
+  batches = iter(it)
   for _ in range(f.warmup):
     next(batches)
   print("warm", flush=True)  # the parent starts sampling the GIL now
@@ -51,7 +57,8 @@ def measure(f) -> dict:
     batch = next(batches)
     samples += int(batch["attention_mask"].sum())
   seconds = time.perf_counter() - start
-  return {"cores": pipeline.usable_cores(cap=os.cpu_count() or 1),
+  it.close()  # stops the decode workers before exit
+  return {"cores": pipeline.usable_cores(cap=os.cpu_count() or 1), "decode_processes": it.decode_processes,
           "audio_s_per_s": round(samples / 16_000 / seconds, 1),
           "batches_per_s": round(f.batches / seconds, 2)}
 
@@ -80,9 +87,10 @@ def main(argv):
     print(json.dumps({**measure(f), "host_memory": applied}), flush=True)
     return
   base = None
-  for cores in f.cores:
+  for cores, decode in [(c, d) for c in f.cores for d in f.decode_processes]:
     command = ["taskset", "-c", f"0-{int(cores) - 1}", sys.executable, os.path.abspath(__file__), "--child",
-               f"--batches={f.batches}", f"--warmup={f.warmup}", f"--batch_budget={f.batch_budget}"]
+               f"--batches={f.batches}", f"--warmup={f.warmup}", f"--batch_budget={f.batch_budget}",
+               f"--decode={decode}"]
     command += [f"--host_memory={f.host_memory}"]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     while child.stdout.readline().strip() != "warm":

@@ -1,0 +1,162 @@
+"""Decoding in worker processes (`InputConfig.decode_processes`): the same batches as the threads, errors that still
+name the file, workers and shared memory gone after `close`, and clear errors for settings that cannot work."""
+
+import dataclasses
+import os
+import signal
+import time
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipelines import decode_pool, pipeline, sources, synthetic
+from data_pipelines.errors import AudioInputError, DataConfigError
+from data_pipelines.vocab import Vocab
+
+tf.config.set_visible_devices([], "GPU")
+BASE = pipeline.InputConfig(batch_budget=40_000, num_buckets=3, min_sample_size=2_000, max_sample_size=12_000,
+                            seed=3, prefetch=2)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("pool"))
+  utts = synthetic.write_librispeech_folder(root, split="train", languages=("en", "fr"), speakers_per_language=2,
+                                            utterances_per_speaker=5, seconds=(0.15, 1.2), seed=7)
+  return root, Vocab.from_transcripts(u.text for u in utts)
+
+
+@pytest.fixture(scope="module")
+def index(folder):
+  return sources.librispeech_folder(folder[0], "train")
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def _assert_same(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def _gone(pid: int, timeout: float = 20.0) -> bool:
+  """Whether process `pid` has exited (a zombie counts) within `timeout` seconds."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    try:
+      with open(f"/proc/{pid}/stat") as f:
+        if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+          return True
+    except FileNotFoundError:
+      return True
+    time.sleep(0.1)
+  return False
+
+
+@pytest.mark.parametrize("mode, normalize", [("pretrain", True), ("finetune", False)])
+def test_worker_processes_give_the_same_batches_as_threads(index, folder, mode, normalize):
+  cfg = dataclasses.replace(BASE, mode=mode, normalize=normalize, max_sample_size=20_000 if mode == "finetune"
+                            else BASE.max_sample_size)
+  threads = pipeline.make_iterator(index, cfg, vocab=folder[1])
+  pool = pipeline.make_iterator(index, dataclasses.replace(cfg, decode_processes=2), vocab=folder[1])
+  steps = len(threads.epoch_plan(0)) + 2  # crosses an epoch boundary: new crops, new order
+  try:
+    _assert_same(_take(threads, steps), _take(pool, steps))
+    pids = pool._pool.worker_pids()  # pylint: disable=protected-access
+    assert len(pids) == 2 and os.getpid() not in pids  # decoded elsewhere, not by this process's threads
+    assert threads.counters() == pool.counters()
+    assert threads.get_state()["fingerprint"] == pool.get_state()["fingerprint"]  # a run may switch on resume
+  finally:
+    threads.close()
+    pool.close()
+
+
+def test_close_stops_the_workers_frees_shared_memory_and_keeps_the_position(index):
+  expected = _take(pipeline.make_iterator(index, BASE), 6)
+  it = pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=2))
+  got = _take(it, 3)
+  pool = it._pool  # pylint: disable=protected-access
+  pids, segments = pool.worker_pids(), [slot.name for slot in pool._slots]  # pylint: disable=protected-access
+  it.close()
+  assert all(_gone(pid) for pid in pids)
+  assert not any(os.path.exists(f"/dev/shm/{name}") for name in segments)
+  got += _take(it, 3)  # new workers, from the position it had
+  it.close()
+  _assert_same(got, expected)
+
+
+def test_a_bad_file_decoded_in_a_worker_is_skipped_or_named(tmp_path):
+  synthetic.write_librispeech_folder(tmp_path, split="train", languages=("en",), speakers_per_language=1,
+                                     utterances_per_speaker=4, seconds=(0.5, 0.6))
+  index = sources.librispeech_folder(tmp_path, "train")
+  bad = index.name(2)
+  data = open(bad, "rb").read()
+  with open(bad, "wb") as f:  # header intact, body truncated after listing: only decoding can find out
+    f.write(data[: len(data) // 2])
+  cfg = dataclasses.replace(BASE, num_buckets=1, batch_budget=10**6, max_batch_size=4, shuffle=False, num_epochs=1,
+                            decode_processes=1)
+  it = pipeline.make_iterator(index, cfg)
+  (batch,) = list(it)
+  it.close()
+  assert batch["utterance"].tolist() == [0, 1, -1, 3] and batch["attention_mask"][2].sum() == 0
+  assert it.counters()["skipped/decode_error"] == 1
+  for use_tf_data in (True, False):
+    it = pipeline.make_iterator(index, dataclasses.replace(cfg, on_error="raise", use_tf_data=use_tf_data))
+    with pytest.raises(AudioInputError, match=os.path.basename(bad) + ": decode_error") as raised:
+      next(it)
+    it.close()
+    assert raised.value.source == bad and raised.value.kind == "decode_error"
+
+
+def test_a_worker_that_dies_stops_the_input_with_a_clear_error(index):
+  it = pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=2, use_tf_data=False))
+  next(it)
+  os.kill(it._pool.worker_pids()[0], signal.SIGKILL)  # pylint: disable=protected-access
+  with pytest.raises(decode_pool.DecodeWorkerError, match="decode worker process died.*decode_processes"):
+    for _ in range(10):  # the pool notices the death within a job or two
+      next(it)
+  it.close()
+
+
+class _LocalReader:
+  """A reader holding something that cannot be pickled (as a client object or an open handle would)."""
+
+  def __init__(self, reader):
+    self._reader, self._hook = reader, lambda i: i
+
+  def read(self, i):
+    return self._reader.read(self._hook(i))
+
+  def name(self, i):
+    return self._reader.name(i)
+
+
+def test_settings_that_cannot_work_are_config_errors(index):
+  local = dataclasses.replace(index, reader=_LocalReader(index.reader))
+  it = pipeline.make_iterator(local, dataclasses.replace(BASE, decode_processes=2))
+  with pytest.raises(DataConfigError, match="decode_processes=2.*cannot be pickled.*_LocalReader.*=0"):
+    next(it)
+  with pytest.raises(DataConfigError, match="cache_audio_bytes and data.input.decode_processes"):
+    pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=2, cache_audio_bytes=1 << 20))
+  with pytest.raises(DataConfigError, match="decode_processes must be"):
+    pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=-2))
+  assert pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=-1)).decode_processes == (
+      pipeline.usable_cores())
+
+
+def test_too_little_shared_memory_is_a_config_error(index, monkeypatch):
+  # Docker's default /dev/shm is 64 MiB; a worker writing past it would die of SIGBUS instead of saying why.
+  it = pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=2))
+  shm = types.SimpleNamespace(f_bavail=1, f_frsize=1 << 19)  # 0.5 MiB free
+  monkeypatch.setattr(decode_pool.os, "statvfs", lambda path: shm)
+  need = 2 * 2 * 8 * max(b * s for b, s in it.shapes) / 2**20  # two slots per worker, waveform and mask
+  assert need > 0.5
+  with pytest.raises(DataConfigError, match=f"needs {need:.1f} MiB of shared memory.*0.5 MiB free.*--shm-size"):
+    next(it)
+  it.close()
