@@ -42,7 +42,10 @@ from data_pipelines.input_config import InputConfig
 _WORKER: dict = {}
 
 
-def _start_worker(payload: bytes) -> None:
+def _start_worker(environ: dict[str, str], payload: bytes) -> None:
+  # The forkserver was started with the environment of its time; a worker takes the pool's (credentials, endpoints).
+  os.environ.clear()
+  os.environ.update(environ)
   os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a worker that imports TensorFlow (TFDS records) takes no GPU memory
   _WORKER["args"] = pickle.loads(payload)
   _WORKER["slots"] = {}
@@ -118,7 +121,7 @@ class DecodePool:
       self._free.put(k)
     self._pool = concurrent.futures.ProcessPoolExecutor(
         processes, mp_context=multiprocessing.get_context(start_method()), initializer=_start_worker,
-        initargs=(payload,))
+        initargs=(dict(os.environ), payload))
 
   def load(self, epoch: int, step: int, bucket: int, rows: np.ndarray, row_offset: int):
     """Decodes one batch in a worker and waits for it: the arrays `rows.load_rows` returns, in its order.

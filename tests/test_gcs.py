@@ -1,7 +1,9 @@
 """`gs://` end to end against a local GCS emulator: pre-training and fine-tuning workdirs resume after a SIGKILL
 exactly as on local disk, and `load_pretrained("gs://...")` reads the run; training data (LibriSpeech folders,
-fairseq manifests, their audio) read from a bucket equals the local copy; `export_hf` writes to a bucket."""
+fairseq manifests, their audio, also decoded in worker processes) read from a bucket equals the local copy;
+`export_hf` writes to a bucket."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,7 +17,7 @@ import pytest
 import e2e  # tests/e2e.py
 import gcs_emulator  # tests/gcs_emulator.py
 import wav2vec_jax
-from data_pipelines import manifest, sources, storage, synthetic, tfds_source
+from data_pipelines import manifest, pipeline, sources, storage, synthetic, tfds_source
 from experiments.configs import finetune
 from wav2vec_jax.interop.convert import export_hf
 from wav2vec_jax.models import Wav2Vec2ForCTC, get_variant
@@ -165,3 +167,21 @@ def test_a_tfds_dataset_on_gs_reads_like_the_local_copy(bucket, tmp_path):
   assert storage.Path(f"{bucket}/tfds_cache").exists()  # the lengths cache went to the bucket
   cached = tfds_source.tfds_index("tiny_voice", data_dir=remote, cache_dir=f"{bucket}/tfds_cache", **kw)
   assert cached.ids == want.ids and cached.transcripts == want.transcripts
+
+
+def test_decode_workers_read_a_gs_folder_like_threads_read_the_local_copy(data):
+  folder, remote, _, _ = data
+  cfg = pipeline.InputConfig(batch_budget=60_000, num_buckets=2, min_sample_size=8_000, max_sample_size=20_000,
+                             normalize=True, prefetch=2)
+  local = pipeline.make_iterator(sources.librispeech_folder(folder, "train"), cfg)
+  workers = pipeline.make_iterator(sources.librispeech_folder(remote, "train"),
+                                   dataclasses.replace(cfg, decode_processes=2))
+  steps = len(local.epoch_plan(0)) + 1
+  try:
+    for a, b in zip([next(local) for _ in range(steps)], [next(workers) for _ in range(steps)]):
+      assert a.keys() == b.keys()
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  finally:
+    local.close()
+    workers.close()
