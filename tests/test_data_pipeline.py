@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import batches  # tests/batches.py
+
 from data_pipelines import audio, pipeline, sources, synthetic
 from data_pipelines.errors import AudioInputError
 from data_pipelines.source_config import build_index
@@ -35,24 +37,12 @@ def index(folder):
   return sources.librispeech_folder(folder[0], "train")
 
 
-def _take(it, n):
-  return [next(it) for _ in range(n)]
-
-
-def _assert_same(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
-
-
 def test_pretrain_fixed_shapes_no_padding_same_in_tf_data_and_eager(index):
   it_tf = pipeline.make_iterator(index, BASE)
   it_py = pipeline.make_iterator(index, dataclasses.replace(BASE, use_tf_data=False))
   steps = len(it_tf.epoch_plan(0)) + 2  # crosses an epoch boundary
-  got_tf, got_py = _take(it_tf, steps), _take(it_py, steps)
-  _assert_same(got_tf, got_py)
+  got_tf, got_py = batches.take(it_tf, steps), batches.take(it_py, steps)
+  batches.assert_same(got_tf, got_py)
   assert len(it_tf.shapes) <= 3
   for b in got_tf:
     assert b["waveform"].dtype == np.float32 and b["attention_mask"].dtype == np.int32
@@ -95,7 +85,7 @@ def test_window_decoding_matches_full_decoding(index):
   full = dataclasses.replace(index, reader=_FullDecodeReader(index.reader))
   cfg = dataclasses.replace(BASE, use_tf_data=False)
   steps = len(pipeline.make_iterator(index, cfg).epoch_plan(0))
-  _assert_same(_take(pipeline.make_iterator(index, cfg), steps), _take(pipeline.make_iterator(full, cfg), steps))
+  batches.assert_same(batches.take(pipeline.make_iterator(index, cfg), steps), batches.take(pipeline.make_iterator(full, cfg), steps))
 
 
 @pytest.mark.parametrize("mode, normalize", [("pretrain", False), ("pretrain", True), ("finetune", True)])
@@ -105,10 +95,10 @@ def test_audio_cache_gives_the_same_batches(index, folder, mode, normalize):
   plain = pipeline.make_iterator(index, cfg, vocab=vocab)
   steps = 2 * len(plain.epoch_plan(0))  # the second epoch reads from the cache
   cached = pipeline.make_iterator(index, dataclasses.replace(cfg, cache_audio_bytes=1 << 30), vocab=vocab)
-  _assert_same(_take(plain, steps), _take(cached, steps))
+  batches.assert_same(batches.take(plain, steps), batches.take(cached, steps))
   assert cached._cache.bytes > 0
   tiny = pipeline.make_iterator(index, dataclasses.replace(cfg, cache_audio_bytes=1000), vocab=vocab)
-  _take(tiny, 2)
+  batches.take(tiny, 2)
   assert tiny._cache.bytes <= 1000
 
 
@@ -142,10 +132,10 @@ def test_finetune_pads_and_encodes_labels(index, folder):
 
 
 def test_same_seed_same_batches_other_seed_differs(index):
-  a = _take(pipeline.make_iterator(index, BASE), 5)
-  b = _take(pipeline.make_iterator(index, BASE), 5)
-  _assert_same(a, b)
-  c = _take(pipeline.make_iterator(index, dataclasses.replace(BASE, seed=4)), 5)
+  a = batches.take(pipeline.make_iterator(index, BASE), 5)
+  b = batches.take(pipeline.make_iterator(index, BASE), 5)
+  batches.assert_same(a, b)
+  c = batches.take(pipeline.make_iterator(index, dataclasses.replace(BASE, seed=4)), 5)
   assert any(x["waveform"].shape != y["waveform"].shape or not np.array_equal(x["waveform"], y["waveform"])
              for x, y in zip(a, c))
 
@@ -155,20 +145,20 @@ def test_restore_position_continues_identically(index, use_tf_data):
   cfg = dataclasses.replace(BASE, use_tf_data=use_tf_data)
   reference = pipeline.make_iterator(index, cfg)
   steps = len(reference.epoch_plan(0))
-  expected = _take(reference, 2 * steps + 1)
+  expected = batches.take(reference, 2 * steps + 1)
   for cut in (3, steps - 1, steps + 2):  # mid-epoch, last batch of an epoch, next epoch
     it = pipeline.make_iterator(index, cfg)
-    _take(it, cut)
+    batches.take(it, cut)
     state = json.loads(json.dumps(it.get_state()))  # what Orbax would store
     resumed = pipeline.make_iterator(index, cfg)
     resumed.set_state(state)
-    _assert_same(_take(resumed, 4), expected[cut:cut + 4])
+    batches.assert_same(batches.take(resumed, 4), expected[cut:cut + 4])
     assert resumed.counters()["input/batches"] == cut + 4
   it = pipeline.make_iterator(index, cfg)
   it.set_state(reference.get_state())
   next(it)
   it.set_state({**reference.get_state(), "epoch": 0, "step": 1})  # rewinding works too
-  _assert_same([next(it)], expected[1:2])
+  batches.assert_same([next(it)], expected[1:2])
   other = pipeline.make_iterator(index, dataclasses.replace(cfg, seed=99))
   with pytest.raises(ValueError, match="another dataset, seed or batching"):
     other.set_state(reference.get_state())
@@ -176,8 +166,8 @@ def test_restore_position_continues_identically(index, use_tf_data):
 
 def test_hosts_take_slices_of_the_same_global_batch(index):
   cfg = dataclasses.replace(BASE, batch_multiple=2)
-  single = _take(pipeline.make_iterator(index, cfg), 4)
-  hosts = [_take(pipeline.make_iterator(index, cfg, process_index=p, process_count=2), 4) for p in range(2)]
+  single = batches.take(pipeline.make_iterator(index, cfg), 4)
+  hosts = [batches.take(pipeline.make_iterator(index, cfg, process_index=p, process_count=2), 4) for p in range(2)]
   for step in range(4):
     for key in single[step]:
       np.testing.assert_array_equal(np.concatenate([hosts[0][step][key], hosts[1][step][key]]), single[step][key])
@@ -185,7 +175,8 @@ def test_hosts_take_slices_of_the_same_global_batch(index):
     pipeline.make_iterator(index, cfg, process_index=2, process_count=2)
 
 
-def test_decode_errors_skip_counted_or_raise(tmp_path):
+@pytest.mark.parametrize("decode_processes", [0, 1])  # threads, or a worker process (tests/test_decode_pool.py)
+def test_decode_errors_skip_counted_or_raise(tmp_path, decode_processes):
   synthetic.write_librispeech_folder(tmp_path, split="train", languages=("en",), speakers_per_language=1,
                                      utterances_per_speaker=4, seconds=(0.5, 0.6))
   index = sources.librispeech_folder(tmp_path, "train")
@@ -193,15 +184,19 @@ def test_decode_errors_skip_counted_or_raise(tmp_path):
   data = open(bad, "rb").read()
   with open(bad, "wb") as f:  # header intact, body truncated after listing: only decoding can find out
     f.write(data[: len(data) // 2])
-  cfg = dataclasses.replace(BASE, num_buckets=1, batch_budget=10**6, max_batch_size=4, shuffle=False, num_epochs=1)
+  cfg = dataclasses.replace(BASE, num_buckets=1, batch_budget=10**6, max_batch_size=4, shuffle=False, num_epochs=1,
+                            decode_processes=decode_processes)
   for use_tf_data in (True, False):
     it = pipeline.make_iterator(index, dataclasses.replace(cfg, use_tf_data=use_tf_data))
     (batch,) = list(it)
+    it.close()
     assert batch["utterance"].tolist() == [0, 1, -1, 3] and batch["attention_mask"][2].sum() == 0
     assert it.counters()["skipped/decode_error"] == 1
     it = pipeline.make_iterator(index, dataclasses.replace(cfg, use_tf_data=use_tf_data, on_error="raise"))
-    with pytest.raises(AudioInputError, match=os.path.basename(bad) + ": decode_error"):
+    with pytest.raises(AudioInputError, match=os.path.basename(bad) + ": decode_error") as raised:
       next(it)
+    it.close()
+    assert raised.value.source == bad and raised.value.kind == "decode_error"
 
 
 def test_unusable_input_fails_fast_with_a_reason(tmp_path, index):

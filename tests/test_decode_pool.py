@@ -1,5 +1,6 @@
-"""Decoding in worker processes (`InputConfig.decode_processes`): the same batches as the threads, errors that still
-name the file, workers and shared memory gone after `close`, and clear errors for settings that cannot work."""
+"""Decoding in worker processes (`InputConfig.decode_processes`): the same batches as the threads, workers and shared
+memory gone after `close`, and clear errors for a dead worker and for settings that cannot work. (A bad file decoded
+in a worker is still skipped or named: `test_data_pipeline.test_decode_errors_skip_counted_or_raise`.)"""
 
 import dataclasses
 import os
@@ -10,6 +11,8 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+
+import batches  # tests/batches.py
 
 from data_pipelines import decode_pool, pipeline, sources, synthetic
 from data_pipelines.errors import AudioInputError, DataConfigError
@@ -31,18 +34,6 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def index(folder):
   return sources.librispeech_folder(folder[0], "train")
-
-
-def _take(it, n):
-  return [next(it) for _ in range(n)]
-
-
-def _assert_same(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
 def _gone(pid: int, timeout: float = 20.0) -> bool:
@@ -67,7 +58,7 @@ def test_worker_processes_give_the_same_batches_as_threads(index, folder, mode, 
   pool = pipeline.make_iterator(index, dataclasses.replace(cfg, decode_processes=2), vocab=folder[1])
   steps = len(threads.epoch_plan(0)) + 2  # crosses an epoch boundary: new crops, new order
   try:
-    _assert_same(_take(threads, steps), _take(pool, steps))
+    batches.assert_same(batches.take(threads, steps), batches.take(pool, steps))
     pids = pool._pool.worker_pids()  # pylint: disable=protected-access
     assert len(pids) == 2 and os.getpid() not in pids  # decoded elsewhere, not by this process's threads
     assert threads.counters() == pool.counters()
@@ -78,40 +69,17 @@ def test_worker_processes_give_the_same_batches_as_threads(index, folder, mode, 
 
 
 def test_close_stops_the_workers_frees_shared_memory_and_keeps_the_position(index):
-  expected = _take(pipeline.make_iterator(index, BASE), 6)
+  expected = batches.take(pipeline.make_iterator(index, BASE), 6)
   it = pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=2))
-  got = _take(it, 3)
+  got = batches.take(it, 3)
   pool = it._pool  # pylint: disable=protected-access
   pids, segments = pool.worker_pids(), [slot.name for slot in pool._slots]  # pylint: disable=protected-access
   it.close()
   assert all(_gone(pid) for pid in pids)
   assert not any(os.path.exists(f"/dev/shm/{name}") for name in segments)
-  got += _take(it, 3)  # new workers, from the position it had
+  got += batches.take(it, 3)  # new workers, from the position it had
   it.close()
-  _assert_same(got, expected)
-
-
-def test_a_bad_file_decoded_in_a_worker_is_skipped_or_named(tmp_path):
-  synthetic.write_librispeech_folder(tmp_path, split="train", languages=("en",), speakers_per_language=1,
-                                     utterances_per_speaker=4, seconds=(0.5, 0.6))
-  index = sources.librispeech_folder(tmp_path, "train")
-  bad = index.name(2)
-  data = open(bad, "rb").read()
-  with open(bad, "wb") as f:  # header intact, body truncated after listing: only decoding can find out
-    f.write(data[: len(data) // 2])
-  cfg = dataclasses.replace(BASE, num_buckets=1, batch_budget=10**6, max_batch_size=4, shuffle=False, num_epochs=1,
-                            decode_processes=1)
-  it = pipeline.make_iterator(index, cfg)
-  (batch,) = list(it)
-  it.close()
-  assert batch["utterance"].tolist() == [0, 1, -1, 3] and batch["attention_mask"][2].sum() == 0
-  assert it.counters()["skipped/decode_error"] == 1
-  for use_tf_data in (True, False):
-    it = pipeline.make_iterator(index, dataclasses.replace(cfg, on_error="raise", use_tf_data=use_tf_data))
-    with pytest.raises(AudioInputError, match=os.path.basename(bad) + ": decode_error") as raised:
-      next(it)
-    it.close()
-    assert raised.value.source == bad and raised.value.kind == "decode_error"
+  batches.assert_same(got, expected)
 
 
 def test_a_worker_that_dies_stops_the_input_with_a_clear_error(index):

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+import batches  # tests/batches.py
 import e2e  # tests/e2e.py
 import gcs_emulator  # tests/gcs_emulator.py
 import wav2vec_jax
@@ -178,10 +179,7 @@ def test_decode_workers_read_a_gs_folder_like_threads_read_the_local_copy(data):
                                    dataclasses.replace(cfg, decode_processes=2))
   steps = len(local.epoch_plan(0)) + 1
   try:
-    for a, b in zip([next(local) for _ in range(steps)], [next(workers) for _ in range(steps)]):
-      assert a.keys() == b.keys()
-      for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    batches.assert_same(batches.take(local, steps), batches.take(workers, steps))
   finally:
     local.close()
     workers.close()
