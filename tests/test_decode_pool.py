@@ -8,14 +8,13 @@ import signal
 import time
 import types
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 import batches  # tests/batches.py
 
 from data_pipelines import decode_pool, pipeline, sources, synthetic
-from data_pipelines.errors import AudioInputError, DataConfigError
+from data_pipelines.errors import DataConfigError
 from data_pipelines.vocab import Vocab
 
 tf.config.set_visible_devices([], "GPU")
