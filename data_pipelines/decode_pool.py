@@ -25,6 +25,10 @@ import multiprocessing
 import os
 import pickle
 import queue
+import select
+import signal
+import threading
+import time
 import weakref
 from multiprocessing import shared_memory
 
@@ -42,13 +46,47 @@ from data_pipelines.input_config import InputConfig
 _WORKER: dict = {}
 
 
-def _start_worker(environ: dict[str, str], payload: bytes) -> None:
+def _exit_with(parent: int) -> None:
+  """Ends this worker when process `parent` ends, however it ends. A SIGKILLed parent (an out-of-memory kill, a
+  preemption's hard stop) closes nothing the workers wait on: the pool's queues are open in every worker too."""
+  try:
+    fd = os.pidfd_open(parent)  # Linux >= 5.3: readable once the process has exited
+  except (AttributeError, OSError):
+    fd = None
+  while True:
+    if fd is not None:
+      select.select([fd], [], [])
+      os._exit(1)  # pylint: disable=protected-access
+    try:
+      os.kill(parent, 0)
+    except ProcessLookupError:
+      os._exit(1)  # pylint: disable=protected-access
+    except PermissionError:
+      pass
+    time.sleep(1.0)
+
+
+def _start_worker(environ: dict[str, str], payload: bytes, started, parent: int) -> None:
   # The forkserver was started with the environment of its time; a worker takes the pool's (credentials, endpoints).
   os.environ.clear()
   os.environ.update(environ)
   os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a worker that imports TensorFlow (TFDS records) takes no GPU memory
+  # A Ctrl-C, or a launcher's SIGTERM to the process group, is for the training process: it saves a checkpoint and
+  # stops, and needs its workers until then; it stops them itself (`close`, or its exit). So the workers leave the
+  # group, and ignore SIGINT. (SIGTERM to a worker itself still ends it: the pool uses that on a broken pool.)
+  if hasattr(os, "setpgrp"):
+    os.setpgrp()
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit_with_parent").start()
   _WORKER["args"] = pickle.loads(payload)
   _WORKER["slots"] = {}
+  _WORKER["started"] = started
+
+
+def _started(_) -> int:
+  """Runs in a worker: waits until every worker runs one of these (so each gets one), and returns its pid."""
+  _WORKER["started"].wait(timeout=600)
+  return os.getpid()
 
 
 def _slot_arrays(buf, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -113,15 +151,25 @@ class DecodePool:
           f"reader cannot be pickled ({e}). Set data.input.decode_processes=0 to decode in this process's "
           "threads.") from e
     self.processes = processes
+    self.worker_pids: list[int] = []  # filled once every worker has started
     self._slots = [shared_memory.SharedMemory(create=True, size=slot_bytes) for _ in range(slots)]
     # Freed by `close`, or at exit if a caller never closes (else the resource tracker warns of leaked segments).
     self._free_slots = weakref.finalize(self, _unlink, self._slots)
     self._free: queue.SimpleQueue = queue.SimpleQueue()
     for k in range(slots):
       self._free.put(k)
+    context = multiprocessing.get_context(start_method())
     self._pool = concurrent.futures.ProcessPoolExecutor(
-        processes, mp_context=multiprocessing.get_context(start_method()), initializer=_start_worker,
-        initargs=(dict(os.environ), payload))
+        processes, mp_context=context, initializer=_start_worker,
+        initargs=(dict(os.environ), payload, context.Barrier(processes), os.getpid()))
+    # Wait until every worker has started (and left the process group): a signal to the group during start-up would
+    # otherwise kill one that has not yet.
+    try:
+      self.worker_pids = sorted(self._pool.map(_started, range(processes)))
+    except concurrent.futures.process.BrokenProcessPool as e:
+      self.close()
+      raise DecodeWorkerError("a decode worker process died while starting; set data.input.decode_processes=0 to "
+                              "decode in threads, and see its error above") from e
 
   def load(self, epoch: int, step: int, bucket: int, rows: np.ndarray, row_offset: int):
     """Decodes one batch in a worker and waits for it: the arrays `rows.load_rows` returns, in its order.
@@ -143,10 +191,6 @@ class DecodePool:
                               "to 0 to decode in threads") from e
     finally:
       self._free.put(k)
-
-  def worker_pids(self) -> list[int]:
-    """Process ids of the workers started so far (the pool starts them as jobs arrive)."""
-    return sorted((getattr(self._pool, "_processes", None) or {}).keys())
 
   def close(self) -> None:
     """Cancels queued jobs, lets running ones finish, waits for the workers to exit and frees the shared memory."""

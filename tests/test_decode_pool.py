@@ -5,6 +5,8 @@ in a worker is still skipped or named: `test_data_pipeline.test_decode_errors_sk
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 import types
 
@@ -38,15 +40,16 @@ def index(folder):
 def _gone(pid: int, timeout: float = 20.0) -> bool:
   """Whether process `pid` has exited (a zombie counts) within `timeout` seconds."""
   deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
+  while True:
     try:
       with open(f"/proc/{pid}/stat") as f:
         if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
           return True
     except FileNotFoundError:
       return True
+    if time.monotonic() > deadline:
+      return False
     time.sleep(0.1)
-  return False
 
 
 @pytest.mark.parametrize("mode, normalize", [("pretrain", True), ("finetune", False)])
@@ -58,7 +61,7 @@ def test_worker_processes_give_the_same_batches_as_threads(index, folder, mode, 
   steps = len(threads.epoch_plan(0)) + 2  # crosses an epoch boundary: new crops, new order
   try:
     batches.assert_same(batches.take(threads, steps), batches.take(pool, steps))
-    pids = pool._pool.worker_pids()  # pylint: disable=protected-access
+    pids = pool._pool.worker_pids  # pylint: disable=protected-access
     assert len(pids) == 2 and os.getpid() not in pids  # decoded elsewhere, not by this process's threads
     assert threads.counters() == pool.counters()
     assert threads.get_state()["fingerprint"] == pool.get_state()["fingerprint"]  # a run may switch on resume
@@ -72,7 +75,7 @@ def test_close_stops_the_workers_frees_shared_memory_and_keeps_the_position(inde
   it = pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=2))
   got = batches.take(it, 3)
   pool = it._pool  # pylint: disable=protected-access
-  pids, segments = pool.worker_pids(), [slot.name for slot in pool._slots]  # pylint: disable=protected-access
+  pids, segments = pool.worker_pids, [slot.name for slot in pool._slots]  # pylint: disable=protected-access
   it.close()
   assert all(_gone(pid) for pid in pids)
   assert not any(os.path.exists(f"/dev/shm/{name}") for name in segments)
@@ -81,14 +84,30 @@ def test_close_stops_the_workers_frees_shared_memory_and_keeps_the_position(inde
   batches.assert_same(got, expected)
 
 
+def test_workers_leave_the_process_group_and_ignore_ctrl_c(index):
+  # A Ctrl-C or a launcher's SIGTERM to the group is for the training process, which saves a checkpoint after it
+  # and stops its workers itself.
+  expected = batches.take(pipeline.make_iterator(index, BASE), 6)
+  it = pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=2))
+  got = batches.take(it, 2)
+  pids = it._pool.worker_pids  # pylint: disable=protected-access
+  assert all(os.getpgid(pid) not in (os.getpgid(0), os.getpgid(os.getppid())) for pid in pids)
+  for pid in pids:
+    os.kill(pid, signal.SIGINT)
+  got += batches.take(it, 4)
+  it.close()
+  batches.assert_same(got, expected)
+  assert all(_gone(pid) for pid in pids)
+
+
 def test_a_worker_that_dies_stops_the_input_with_a_clear_error(index):
   it = pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=2, use_tf_data=False))
   next(it)
-  os.kill(it._pool.worker_pids()[0], signal.SIGKILL)  # pylint: disable=protected-access
+  os.kill(it._pool.worker_pids[0], signal.SIGTERM)  # pylint: disable=protected-access
   with pytest.raises(decode_pool.DecodeWorkerError, match="decode worker process died.*decode_processes"):
     for _ in range(10):  # the pool notices the death within a job or two
       next(it)
-  it.close()
+  it.close()  # the other worker is stopped too (the pool terminates a broken pool's workers): no hang
 
 
 class _LocalReader:
@@ -127,3 +146,33 @@ def test_too_little_shared_memory_is_a_config_error(index, monkeypatch):
   with pytest.raises(DataConfigError, match=f"needs {need:.1f} MiB of shared memory.*0.5 MiB free.*--shm-size"):
     next(it)
   it.close()
+
+
+_SCRIPT = '''
+import sys
+from data_pipelines import pipeline, sources
+
+if __name__ == "__main__":
+  index = sources.librispeech_folder(sys.argv[1], "train")
+  it = pipeline.make_iterator(index, pipeline.InputConfig(batch_budget=40_000, num_buckets=3, min_sample_size=2_000,
+                                                          max_sample_size=12_000, decode_processes=2))
+  next(it)
+  print(*it._pool.worker_pids, flush=True)
+  sys.stdin.read()  # until killed
+'''
+
+
+def test_workers_end_when_the_training_process_is_killed(folder, tmp_path):
+  # A SIGKILL (out of memory, a preemption's hard stop) runs no cleanup; the workers must not live on without it.
+  script = tmp_path / "train.py"
+  script.write_text(_SCRIPT)
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+  proc = subprocess.Popen([sys.executable, str(script), folder[0]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True, env=env)
+  try:
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2 and all(not _gone(pid, timeout=0) for pid in pids)
+  finally:
+    proc.kill()
+    proc.wait()
+  assert all(_gone(pid) for pid in pids)
