@@ -15,7 +15,10 @@ half the ~67 ms of decoding. A bad file in `on_error="raise"` mode comes back as
 the file.
 
 Workers start with "forkserver" where the platform has it (a clean, single-threaded server forks them, never a copy of
-a process running TensorFlow's or JAX's threads), else "spawn". Either way, as for any `multiprocessing` program,
+a process running TensorFlow's or JAX's threads), else "spawn". They leave the process group and ignore SIGINT, so a
+Ctrl-C or a launcher's SIGTERM to the group reaches only the training process, which saves its checkpoint with its
+input still running and then stops them (`close`); and they end by themselves when the training process ends
+however it ends (a SIGKILL runs no cleanup, and would leave them waiting forever on the pool's queues). Either way, as for any `multiprocessing` program,
 they import the launching script's module first: a script must start its work under `if __name__ == "__main__":`
 (absl's `app.run` scripts do), or each worker would run it again.
 """
@@ -49,6 +52,8 @@ _WORKER: dict = {}
 def _exit_with(parent: int) -> None:
   """Ends this worker when process `parent` ends, however it ends. A SIGKILLed parent (an out-of-memory kill, a
   preemption's hard stop) closes nothing the workers wait on: the pool's queues are open in every worker too."""
+  if os.name != "posix":
+    return  # Windows' os.kill(pid, 0) would end the parent, not probe it
   try:
     fd = os.pidfd_open(parent)  # Linux >= 5.3: readable once the process has exited
   except (AttributeError, OSError):
