@@ -11,7 +11,6 @@ import pytest
 import tensorflow as tf
 
 import batches  # tests/batches.py
-
 from data_pipelines import audio, pipeline, sources, synthetic
 from data_pipelines.errors import AudioInputError
 from data_pipelines.source_config import build_index

@@ -1,6 +1,7 @@
 """Sources: LibriSpeech-layout folders, fairseq manifests, TFDS by name (a tiny dataset built here) and the
 manual-dir TFDS builder; all must list the same utterances and transcripts. Plus the bad-input checks."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import soundfile as sf
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import batches  # tests/batches.py
 from data_pipelines import checks, librispeech_builder, manifest, pipeline, sources, synthetic, tfds_source
 from data_pipelines.errors import AudioInputError, Counters
 from data_pipelines.vocab import Vocab
@@ -114,6 +116,20 @@ def test_tfds_by_name_tfrecord_with_resampling(tmp_path):
   assert cached.ids == index.ids and os.listdir(tmp_path / "cache")
   part = tfds_source.tfds_index("tiny_voice", split="train[2:4]", data_dir=str(tmp_path), sample_rate=8000)
   assert part.transcripts == index.transcripts[2:4] and part.ids[0] == "tiny_voice/1.0.0/train[2:4][0]"
+
+
+def test_tfds_records_decode_in_worker_processes_like_threads(tmp_path):
+  # The pod recipes read TFDS; its reader (record offsets, the FeaturesDict) must reach the workers whole.
+  TinyVoice(data_dir=str(tmp_path)).download_and_prepare()
+  index = tfds_source.tfds_index("tiny_voice", split="train", data_dir=str(tmp_path), sample_rate=8000)
+  cfg = pipeline.InputConfig(batch_budget=30_000, num_buckets=1, min_sample_size=2_000, max_sample_size=12_000,
+                             prefetch=2)
+  threads, workers = (pipeline.make_iterator(index, dataclasses.replace(cfg, decode_processes=n)) for n in (0, 2))
+  try:
+    batches.assert_same(batches.take(threads, 4), batches.take(workers, 4))
+  finally:
+    threads.close()
+    workers.close()
 
 
 def test_tfrecord_offsets(tmp_path):

@@ -14,7 +14,6 @@ import pytest
 import tensorflow as tf
 
 import batches  # tests/batches.py
-
 from data_pipelines import decode_pool, pipeline, sources, synthetic
 from data_pipelines.errors import DataConfigError
 from data_pipelines.vocab import Vocab
