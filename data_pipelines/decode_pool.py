@@ -18,9 +18,9 @@ Workers start with "forkserver" where the platform has it (a clean, single-threa
 a process running TensorFlow's or JAX's threads), else "spawn". They leave the process group and ignore SIGINT, so a
 Ctrl-C or a launcher's SIGTERM to the group reaches only the training process, which saves its checkpoint with its
 input still running and then stops them (`close`); and they end by themselves when the training process ends
-however it ends (a SIGKILL runs no cleanup, and would leave them waiting forever on the pool's queues). Either way, as for any `multiprocessing` program,
-they import the launching script's module first: a script must start its work under `if __name__ == "__main__":`
-(absl's `app.run` scripts do), or each worker would run it again.
+however it ends (a SIGKILL runs no cleanup, and would leave them waiting forever on the pool's queues). As for any
+`multiprocessing` program, they import the launching script's module first: a script must start its work under
+`if __name__ == "__main__":` (absl's `app.run` scripts do), or each worker would run it again.
 """
 
 import concurrent.futures

@@ -193,10 +193,12 @@ class InputIterator:
     """Decodes this host's rows of global batch `step` of `epoch` (eagerly, outside tf.data)."""
     plan = self.epoch_plan(epoch)
     rows, offset = self._host_rows(plan.rows[step])
+    self._decoder()
     return self._assemble(*self._load(epoch, step, int(plan.buckets[step]), rows, offset))[0]
 
   def _decoder(self) -> decode_pool.DecodePool | None:
-    """The worker pool (started on first use) when `decode_processes` > 0, else None (decode in this thread)."""
+    """The worker pool when `decode_processes` > 0 (started here, in the caller's thread, if not running), else
+    None (decode in this thread)."""
     if not self.decode_processes:
       return None
     with self._pool_lock:
@@ -208,8 +210,10 @@ class InputIterator:
 
   def _load(self, epoch, step, bucket, rows, row_offset):
     try:
-      pool = self._decoder()
-      if pool is not None:
+      if self.decode_processes:
+        pool = self._pool  # started by the caller; never from a tf.data thread, which may outlive `close`
+        if pool is None:
+          raise RuntimeError("the input iterator was closed while this batch was being decoded")
         return pool.load(epoch, step, bucket, rows, row_offset)
       return rows_lib.load_rows(self.data, self._language_ids, self.spec, self.config, epoch=epoch, step=step,
                                 bucket=bucket, rows=rows, row_offset=row_offset, crop=self._crop,

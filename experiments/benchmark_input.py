@@ -7,9 +7,10 @@ r"""Input pipeline throughput against CPU cores: audio seconds per second that o
 For each entry of --cores it launches itself pinned to that many cores (`taskset`), reads --batches pre-training
 batches of the generated corpus (FLAC decode, normalisation, cropping into length buckets: the path a BASE run
 takes) after --warmup batches, and prints one JSON line: audio seconds per second, batches per second, and the speed-up
-over the first entry. With several --decode_processes entries, each core count runs each of them in turn (0: decode in
-the pipeline's threads; -1: one worker process per core; see `data_pipelines/decode_pool.py`). With the host model: a TPU v4 chip at 50% MFU consumes ~3,000 audio-s/s of BASE pre-training
-(~43 GFLOP per audio second, 275 TFLOP/s bf16), so a host's cores must deliver that per chip.
+over the first entry. With several --decode_processes entries, each core count runs each of them in turn (0: decode
+in the pipeline's threads; -1: one worker process per core; see `data_pipelines/decode_pool.py`). With the host
+model: a TPU v4 chip at 50% MFU consumes ~3,000 audio-s/s of BASE pre-training (~43 GFLOP per audio second,
+275 TFLOP/s bf16), so a host's cores must deliver that per chip.
 """
 
 import json

@@ -63,6 +63,7 @@ def test_worker_processes_give_the_same_batches_as_threads(index, folder, mode, 
     pids = pool._pool.worker_pids  # pylint: disable=protected-access
     assert len(pids) == 2 and os.getpid() not in pids  # decoded elsewhere, not by this process's threads
     assert threads.counters() == pool.counters()
+    batches.assert_same([threads.load_batch(1, 2)], [pool.load_batch(1, 2)])  # the eager path, outside tf.data
     assert threads.get_state()["fingerprint"] == pool.get_state()["fingerprint"]  # a run may switch on resume
   finally:
     threads.close()
