@@ -187,7 +187,9 @@ class DecodePool:
     try:
       shape, rest = self._pool.submit(_decode, self._slots[k].name, epoch, step, bucket, rows, row_offset).result()
       wave, mask = _slot_arrays(self._slots[k].buf, shape)
-      out = (wave.copy(), mask.copy(), *rest)
+      out = (rows_lib.aligned_empty(shape, np.float32), rows_lib.aligned_empty(shape, np.int32), *rest)
+      np.copyto(out[0], wave)
+      np.copyto(out[1], mask)
       del wave, mask
       return out
     except concurrent.futures.process.BrokenProcessPool as e:

@@ -43,6 +43,21 @@ class AudioCache:
         self.bytes += wave.nbytes
 
 
+def aligned_empty(shape: tuple[int, ...], dtype, alignment: int = 64) -> np.ndarray:
+  """An uninitialised array of `shape` and `dtype` whose data starts on an `alignment`-byte boundary.
+
+  tf.numpy_function hands an aligned array to TensorFlow as it is, and copies any other while holding the GIL (64
+  bytes: Eigen's alignment in AVX-512 builds). A batch's waveform and mask are the bulk of what the decode returns:
+  aligned, the threads decoded 4-6% faster and the parent of the decode workers held the GIL 0.17 of the time
+  instead of 0.20 (README, Speed: Input).
+  """
+  dtype = np.dtype(dtype)
+  nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  raw = np.empty(nbytes + alignment, np.uint8)
+  start = -raw.ctypes.data % alignment
+  return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def row_rng(seed: int, epoch: int, step: int, row: int) -> np.random.Generator:
   """The crop randomness of one global row: independent of threads, prefetching and the number of hosts."""
   return np.random.default_rng([seed, epoch, step, row])
@@ -115,8 +130,9 @@ def load_rows(data: CheckedIndex, language_ids: np.ndarray, spec: BucketSpec, co
     fail to decode with on_error="skip" are left empty (mask 0, utterance -1) and flagged in `errors`.
   """
   size = spec.lengths[bucket]
-  wave = np.zeros((rows.size, size), np.float32)
-  mask = np.zeros((rows.size, size), np.int32)
+  wave, mask = aligned_empty((rows.size, size), np.float32), aligned_empty((rows.size, size), np.int32)
+  wave.fill(0)
+  mask.fill(0)
   language = np.full(rows.size, -1, np.int32)
   errors = np.zeros(rows.size, np.int32)
   labels = np.zeros((rows.size, spec.label_lengths[bucket] if spec.label_lengths else 0), np.int32)

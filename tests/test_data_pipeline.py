@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import batches  # tests/batches.py
-from data_pipelines import audio, pipeline, sources, synthetic
+from data_pipelines import audio, pipeline, rows, sources, synthetic
 from data_pipelines.errors import AudioInputError
 from data_pipelines.source_config import build_index
 from data_pipelines.vocab import Vocab
@@ -268,3 +268,14 @@ def test_config_from_config_dict():
   assert cfg.mode == "finetune" and cfg.bucket_lengths == (1, 2)
   with pytest.raises(TypeError):
     pipeline.InputConfig.from_dict({"batch_size": 3})
+
+
+def test_batches_are_aligned_for_tensorflow(index):
+  # tf.numpy_function copies an unaligned array, holding the GIL; the waveform and mask are most of a batch.
+  for processes in (0, 1):
+    it = pipeline.make_iterator(index, dataclasses.replace(BASE, use_tf_data=False, decode_processes=processes))
+    batch = next(it)
+    it.close()
+    assert all(batch[k].ctypes.data % 64 == 0 for k in ("waveform", "attention_mask")), processes
+  x = rows.aligned_empty((3, 5), np.int32, alignment=256)
+  assert x.shape == (3, 5) and x.dtype == np.int32 and x.ctypes.data % 256 == 0 and x.flags.c_contiguous
