@@ -6,7 +6,6 @@ import json
 import pathlib
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -206,17 +205,19 @@ def test_cli_writes_a_corpus(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_corpus_is_fast_cached_and_sized(tmp_path):
-  start = time.perf_counter()
-  path = corpus.ensure_default_corpus(cache_dir=tmp_path)
-  elapsed = time.perf_counter() - start
-  assert elapsed < 120, f"default corpus took {elapsed:.0f} s"
+def test_default_corpus_is_cached_and_sized(monkeypatch):
+  # The shared cache (the main job's; the file lock makes concurrent callers wait for one build), not a second
+  # build of its own: that cost ~90 s of the suite on 2 cores. Its build time is a benchmark's business, not a test's.
+  path = corpus.ensure_default_corpus()
   summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
   assert 1.0 <= summary["hours"] <= 2.0 and len(summary["hours_per_language"]) >= 5
   assert summary["hours_per_split"]["dev"] > 0 and summary["hours_per_split"]["test"] > 0
-  start = time.perf_counter()
-  assert corpus.ensure_default_corpus(cache_dir=tmp_path) == path
-  assert time.perf_counter() - start < 1.0
+
+  def generate(*args, **kwargs):
+    raise AssertionError("a cached corpus was generated again")
+
+  monkeypatch.setattr(build, "generate_corpus", generate)
+  assert corpus.ensure_default_corpus() == path
 
 
 # Word timings (data_pipelines.corpus.alignments).
