@@ -14,8 +14,9 @@ out and frees. Pickling them through the pool's pipe instead cost ~38 ms per BAS
 half the ~67 ms of decoding. A bad file in `on_error="raise"` mode comes back as the same `AudioInputError`, naming
 the file.
 
-Workers start with "forkserver" where the platform has it (a clean, single-threaded server forks them, never a copy of
-a process running TensorFlow's or JAX's threads), else "spawn". They leave the process group and ignore SIGINT, so a
+Workers are spawned (a fresh interpreter each: never a fork of a process running TensorFlow's or JAX's threads, and
+no "forkserver" either: that server stays in the training process's group, and a launcher's SIGTERM to the group
+ended it, which the pool takes for the death of every worker). They leave the process group and ignore SIGINT, so a
 Ctrl-C or a launcher's SIGTERM to the group reaches only the training process, which saves its checkpoint with its
 input still running and then stops them (`close`); and they end by themselves when the training process ends
 however it ends (a SIGKILL runs no cleanup, and would leave them waiting forever on the pool's queues). As for any
@@ -72,7 +73,7 @@ def _exit_with(parent: int) -> None:
 
 
 def _start_worker(environ: dict[str, str], payload: bytes, started, parent: int) -> None:
-  # The forkserver was started with the environment of its time; a worker takes the pool's (credentials, endpoints).
+  # The pool's environment as it is now (credentials, endpoints), whatever the process started with.
   os.environ.clear()
   os.environ.update(environ)
   os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a worker that imports TensorFlow (TFDS records) takes no GPU memory
@@ -118,11 +119,6 @@ class DecodeWorkerError(RuntimeError):
   """A decode worker process died (killed for memory, or crashed in an audio decoder); the pool is unusable."""
 
 
-def start_method() -> str:
-  """"forkserver" where this platform has it (Linux, macOS), else "spawn"."""
-  return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
 class DecodePool:
   """`processes` worker processes that decode planned batches with `rows.load_rows`.
 
@@ -163,7 +159,7 @@ class DecodePool:
     self._free: queue.SimpleQueue = queue.SimpleQueue()
     for k in range(slots):
       self._free.put(k)
-    context = multiprocessing.get_context(start_method())
+    context = multiprocessing.get_context("spawn")
     self._pool = concurrent.futures.ProcessPoolExecutor(
         processes, mp_context=context, initializer=_start_worker,
         initargs=(dict(os.environ), payload, context.Barrier(processes), os.getpid()))

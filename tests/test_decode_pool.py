@@ -162,6 +162,45 @@ if __name__ == "__main__":
 '''
 
 
+_GROUP_SIGTERM_SCRIPT = '''
+import signal
+import sys
+from data_pipelines import pipeline, sources
+
+if __name__ == "__main__":
+  stop = []
+  signal.signal(signal.SIGTERM, lambda *_: stop.append(1))  # as the training loop: save, then stop
+  index = sources.librispeech_folder(sys.argv[1], "train")
+  it = pipeline.make_iterator(index, pipeline.InputConfig(batch_budget=40_000, num_buckets=3, min_sample_size=2_000,
+                                                          max_sample_size=12_000, decode_processes=2))
+  next(it)
+  print("ready", flush=True)
+  sys.stdin.readline()  # the test signals the whole process group, then writes a line
+  for _ in range(8):  # more batches than are prefetched: the workers must still be decoding
+    next(it)
+  it.close()
+  print("stop" if stop else "no signal", flush=True)
+'''
+
+
+def test_a_sigterm_to_the_process_group_leaves_the_input_running(folder, tmp_path):
+  # A launcher stopping a job signals its whole process group. With a "forkserver" the server, still in the group,
+  # died of it, and the pool took that for the death of every worker.
+  script = tmp_path / "train.py"
+  script.write_text(_GROUP_SIGTERM_SCRIPT)
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+  proc = subprocess.Popen([sys.executable, str(script), folder[0]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+  try:
+    assert proc.stdout.readline().strip() == "ready"
+    os.killpg(proc.pid, signal.SIGTERM)
+    time.sleep(1.0)  # let any process that would die of it die
+    out, err = proc.communicate("go\n", timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 0 and out.strip() == "stop", err[-3000:]
+
+
 def test_workers_end_when_the_training_process_is_killed(folder, tmp_path):
   # A SIGKILL (out of memory, a preemption's hard stop) runs no cleanup; the workers must not live on without it.
   script = tmp_path / "train.py"
