@@ -151,7 +151,6 @@ class DecodePool:
           f"data.input.decode_processes={config.decode_processes} sends the index to worker processes, but its "
           f"reader cannot be pickled ({e}). Set data.input.decode_processes=0 to decode in this process's "
           "threads.") from e
-    self.processes = processes
     self.worker_pids: list[int] = []  # filled once every worker has started
     self._slots = [shared_memory.SharedMemory(create=True, size=slot_bytes) for _ in range(slots)]
     # Freed by `close`, or at exit if a caller never closes (else the resource tracker warns of leaked segments).

@@ -47,9 +47,9 @@ def aligned_empty(shape: tuple[int, ...], dtype, alignment: int = 64) -> np.ndar
   """An uninitialised array of `shape` and `dtype` whose data starts on an `alignment`-byte boundary.
 
   tf.numpy_function's conversion (TensorFlow's NdarrayToTensor) wraps an aligned array as it is and copies any other
-  while holding the GIL (64 bytes: Eigen's alignment in AVX-512 builds). A batch's waveform and mask are the bulk of what the decode returns:
-  aligned, the threads decoded 4-6% faster and the parent of the decode workers held the GIL 0.17 of the time
-  instead of 0.20 (README, Speed: Input).
+  while holding the GIL (64 bytes: Eigen's alignment in AVX-512 builds). A batch's waveform and mask are the bulk of
+  what the decode returns: aligned, the threads decoded 4-6% faster and the parent of the decode workers held the GIL
+  0.17 of the time instead of 0.20 (README, Speed: Input).
   """
   dtype = np.dtype(dtype)
   nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

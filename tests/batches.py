@@ -9,7 +9,7 @@ def take(it, n: int) -> list[dict[str, np.ndarray]]:
 
 
 def assert_same(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]]) -> None:
-  """Asserts two lists of batches have the same fields, shapes, dtypes' values and order, bit for bit."""
+  """Asserts two lists of batches are the same, batch by batch: the same fields, and arrays equal bit for bit."""
   assert len(a) == len(b)
   for x, y in zip(a, b):
     assert x.keys() == y.keys()

@@ -84,7 +84,8 @@ def test_window_decoding_matches_full_decoding(index):
   full = dataclasses.replace(index, reader=_FullDecodeReader(index.reader))
   cfg = dataclasses.replace(BASE, use_tf_data=False)
   steps = len(pipeline.make_iterator(index, cfg).epoch_plan(0))
-  batches.assert_same(batches.take(pipeline.make_iterator(index, cfg), steps), batches.take(pipeline.make_iterator(full, cfg), steps))
+  batches.assert_same(batches.take(pipeline.make_iterator(index, cfg), steps),
+                      batches.take(pipeline.make_iterator(full, cfg), steps))
 
 
 @pytest.mark.parametrize("mode, normalize", [("pretrain", False), ("pretrain", True), ("finetune", True)])
