@@ -143,7 +143,7 @@ class DecodePool:
       raise ValueError(f"a decode pool needs at least one process, got {processes}")
     slots = slots or 2 * processes
     slot_bytes = 8 * max_batch_samples  # float32 waveform + int32 mask
-    _check_shared_memory(slots * slot_bytes, processes)
+    _check_shared_memory(slots * slot_bytes, config.decode_processes, processes)
     try:
       payload = pickle.dumps((data, language_ids, spec, config, crop), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as e:  # pickling raises TypeError, AttributeError or PicklingError, by what it meets
@@ -206,9 +206,10 @@ def _unlink(slots: list[shared_memory.SharedMemory]) -> None:
     slot.unlink()
 
 
-def _check_shared_memory(needed: int, processes: int, path: str = "/dev/shm") -> None:
+def _check_shared_memory(needed: int, setting: int, processes: int, path: str = "/dev/shm") -> None:
   """Raises DataConfigError when `needed` bytes of slots do not fit the shared-memory file system (where it has one:
-  Linux). Docker gives containers 64 MB by default; writing past it kills a worker with SIGBUS, not an error."""
+  Linux). Docker gives containers 64 MB by default; writing past it kills a worker with SIGBUS, not an error.
+  `setting` is the config's `decode_processes` (-1 included), `processes` the workers it resolved to."""
   try:
     stat = os.statvfs(path)
   except OSError:
@@ -216,6 +217,6 @@ def _check_shared_memory(needed: int, processes: int, path: str = "/dev/shm") ->
   free = stat.f_bavail * stat.f_frsize
   if needed > free:
     raise DataConfigError(
-        f"data.input.decode_processes={processes} needs {needed / 2**20:.1f} MiB of shared memory for its batches, "
+        f"data.input.decode_processes={setting} ({processes} worker processes) needs {needed / 2**20:.1f} MiB of shared memory for its batches, "
         f"and {path} has {free / 2**20:.1f} MiB free. Give the container more (docker run --shm-size=1g), lower "
         "data.input.batch_budget or decode_processes, or set decode_processes=0 to decode in threads.")

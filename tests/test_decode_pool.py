@@ -138,12 +138,14 @@ def test_settings_that_cannot_work_are_config_errors(index):
 
 def test_too_little_shared_memory_is_a_config_error(index, monkeypatch):
   # Docker's default /dev/shm is 64 MiB; a worker writing past it would die of SIGBUS instead of saying why.
-  it = pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=2))
+  it = pipeline.make_iterator(index, dataclasses.replace(BASE, decode_processes=-1))
   shm = types.SimpleNamespace(f_bavail=1, f_frsize=1 << 19)  # 0.5 MiB free
   monkeypatch.setattr(decode_pool.os, "statvfs", lambda path: shm)
-  need = 2 * 2 * 8 * max(b * s for b, s in it.shapes) / 2**20  # two slots per worker, waveform and mask
+  workers = it.decode_processes  # -1: one per usable core
+  need = 2 * workers * 8 * max(b * s for b, s in it.shapes) / 2**20  # two slots per worker, waveform and mask
   assert need > 0.5
-  with pytest.raises(DataConfigError, match=f"needs {need:.1f} MiB of shared memory.*0.5 MiB free.*--shm-size"):
+  with pytest.raises(DataConfigError, match=rf"decode_processes=-1 \({workers} worker processes\) needs {need:.1f} MiB "
+                     r"of shared memory.*0.5 MiB free.*--shm-size"):
     next(it)
   it.close()
 
