@@ -169,6 +169,27 @@ def test_gumbel_quantizer_is_hard_in_training_with_straight_through_gradients():
                              rtol=1e-4, atol=1e-7)
 
 
+def test_prob_perplexity_has_a_finite_gradient_when_an_entry_is_never_chosen():
+  # Steady audio at initialisation puts some codebook entries ~100 logits below the best in every frame: their
+  # mean softmax is exactly 0 in float32. fairseq and transformers take log(p + 1e-7) there; xlogy's derivative at
+  # 0 is NaN and made every update of such a batch a skipped one.
+  torch = pytest.importorskip("torch")
+  from wav2vec_jax.models import quantizer  # pylint: disable=g-import-not-at-top
+  logits = np.random.RandomState(0).randn(2, 3, 2, 4).astype(np.float32)
+  logits[..., 1] = -200.0  # entry 1 of each group: probability 0 everywhere
+  valid = np.array([[True, True, False], [True, True, True]])
+  ours, grad = jax.value_and_grad(lambda x: quantizer._perplexity(jax.nn.softmax(x, -1), jnp.asarray(valid)))(
+      jnp.asarray(logits))
+  x = torch.tensor(logits, requires_grad=True)
+  probs = torch.softmax(x, -1)[torch.tensor(valid)]  # [valid slots, G, V]
+  marginal = probs.sum(0) / int(valid.sum())
+  theirs = torch.exp(-torch.sum(marginal * torch.log(marginal + 1e-7), dim=-1)).sum()  # transformers' formula
+  theirs.backward()
+  assert np.all(np.isfinite(np.asarray(grad)))
+  np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(grad), x.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("mult", [0.1, 0.0])
 def test_feature_grad_mult_scales_conv_gradients(mult):
   waveform = jax.random.normal(jax.random.PRNGKey(1), (1, 8000))

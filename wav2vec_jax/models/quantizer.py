@@ -26,10 +26,14 @@ class QuantizerOutput:
 
 
 def _perplexity(probs, valid):
-  """probs `[batch, slots, G, V]`, valid `[batch, slots]` -> sum_g exp(H(mean over valid slots))."""
+  """probs `[batch, slots, G, V]`, valid `[batch, slots]` -> sum_g exp(H(mean over valid slots)).
+
+  The entropy is fairseq's and transformers' `-sum(p * log(p + 1e-7))`: an entry whose mean probability underflows
+  to exactly 0 (every frame puts it ~100 logits below the best, as steady audio does at initialisation) keeps a
+  finite gradient, where `xlogy`'s derivative at 0 is NaN and would skip every update."""
   weights = valid.astype(jnp.float32)[..., None, None]
   mean = jnp.sum(probs * weights, axis=(0, 1)) / jnp.maximum(jnp.sum(weights), 1.0)
-  entropy = -jnp.sum(jax.scipy.special.xlogy(mean, mean), axis=-1)
+  entropy = -jnp.sum(mean * jnp.log(mean + 1e-7), axis=-1)
   return jnp.sum(jnp.exp(entropy))
 
 
