@@ -186,6 +186,61 @@ def test_pretraining_checkpoint_gets_a_fresh_head_on_its_trunk(tmp_path):
   assert all(np.isfinite(r["loss/ctc"]) and r["loss/ctc"] > 0 for r in _metrics(workdir))
 
 
+def _optimiser_counts(workdir) -> dict[str, int]:
+  """Adam's update count of each optimiser group ("trunk", "head") in the last checkpoint, read as saved."""
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state", "data"))
+  state = manager.restore(manager.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+  manager.close()
+  counts = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]:
+    names = [str(getattr(p, "key", getattr(p, "idx", p))) for p in path]
+    group = next((n for n in names if n in ("trunk", "head")), None)
+    if group and names[-1] == "count" and group not in counts:  # the first count on the path is Adam's
+      counts[group] = int(np.asarray(leaf))
+  return counts
+
+
+def test_the_freeze_counts_applied_updates_not_batches_and_holds_the_trunks_optimiser(tmp_path):
+  # fairseq counts freeze_finetune_updates (and the learning rate) in applied updates: a NaN batch's skipped update
+  # does not count. 4 batches, the second NaN: 3 applied updates, all within a freeze of 3.
+  _corpus(tmp_path / "data")
+  _save_hf_ctc(tmp_path / "hf")
+  config = _config(tmp_path / "data", init_from=str(tmp_path / "hf"))
+  config.total_steps = 4
+  config.fault_injection.nan_steps = (1,)
+  workdir = tmp_path / "run"
+  loop.train_and_evaluate(config, str(workdir))
+
+  rows = _metrics(workdir)
+  assert [r["skipped"] for r in rows] == [0.0, 1.0, 0.0, 0.0], rows
+  _assert_trunk_equal(_params(workdir), _params(tmp_path / "hf"))  # batch 4 (update 3) still frozen
+  # The loop ran the frozen phase's optimiser: the trunk's Adam never counted an update; the head's counted 3.
+  assert _optimiser_counts(workdir) == {"trunk": 0, "head": 3}
+  # The logged rate is the one applied: the schedule at updates 0, 1, 1, 2.
+  schedule = loop.schedule_of(config, config.total_steps)
+  np.testing.assert_allclose([r["learning_rate"] for r in rows], [float(schedule(u)) for u in (0, 1, 1, 2)],
+                             rtol=1e-6)
+
+
+def test_switching_masking_off_on_resume_names_the_mask_embedding_and_keeps_the_checkpoints(tmp_path):
+  # mask_time_prob and mask_channel_prob may change on resume, but with both 0 the model has no masked_spec_embed:
+  # the checkpoint could not restore, so the relaunch must stop first, naming why.
+  _corpus(tmp_path / "data")
+  config = _config(tmp_path / "data")
+  config.total_steps, config.model.mask_time_prob = 1, 0.05
+  workdir = tmp_path / "run"
+  loop.train_and_evaluate(config, str(workdir))
+  before = sorted(os.listdir(workdir / "checkpoints"))
+  config.total_steps, config.model.mask_time_prob = 2, 0.0
+  with pytest.raises(loop.ConfigError, match=r"masked_spec_embed.*mask_time_prob 0.05.*mask_time_prob 0.0, "
+                     r"mask_channel_prob 0.0.*init_from"):
+    loop.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir / "checkpoints")) == before
+  config.model.mask_time_prob = 0.02  # other masking values resume
+  loop.train_and_evaluate(config, str(workdir))
+  assert [r["step"] for r in _metrics(workdir)] == [1, 2]
+
+
 def _bad_corpus(root, **problems) -> list[synthetic.Utterance]:
   """`_corpus` of 2 x 5 clips (8 good ones fill the one batch) with transcripts replaced: {index: text}."""
   utterances = _corpus(root, utterances_per_speaker=5)

@@ -38,7 +38,9 @@ class CTCTask:
   batch_keys = ("waveform", "attention_mask", "labels", "label_lengths")
 
   def phase(self, step: int) -> str:
-    """"frozen" (head only) before `freeze_updates`, "train" after; each phase is its own compiled step."""
+    """"frozen" (head only) before `freeze_updates` applied updates (the loop passes the batches processed less the
+    updates skipped for a non-finite loss, as fairseq counts `num_updates`), "train" after; each phase is its own
+    compiled step."""
     return "frozen" if step < self.freeze_updates else "train"
 
   def parameter_labels(self, params):

@@ -52,7 +52,7 @@ class PretrainingTask:
       params: the model's params.
       batch: {"waveform": `[batch, samples]` float32, "attention_mask": `[batch, samples]` int32}.
       key: PRNG key of this microbatch (split into mask, negatives, dropout, gumbel).
-      step: `[]` int32 update step (Gumbel temperature).
+      step: `[]` int32 applied updates so far (Gumbel temperature; skipped updates do not count).
     Returns:
       (loss_sum `[]` float32, aux): aux holds `sample_size` (masked frames), `finite` (bool) and additive sums
       for `metrics`.

@@ -95,6 +95,18 @@ def _check_resume_config(workdir: str, cfg, architecture: str) -> None:
   # The training regime and the loss may change on resume; scan_layers is the checkpoint's layout: kept.
   free = (set(initialization.REGIME_FIELDS) | set(LOSS_FIELDS)) - {"scan_layers"}
   differs = {k: values for k, values in changed.items() if k not in free}
+  # Masking is regime, but switching all of it on or off adds or removes a parameter (the learned mask embedding,
+  # `masked_spec_embed`, exists only with some masking, as in transformers): the checkpoint would not restore.
+  saved_masks = {k: saved["model_config"].get(k, 0.0) for k in ("mask_time_prob", "mask_channel_prob")}
+  if any(v > 0 for v in saved_masks.values()) != cfg.uses_mask_embedding:
+    has = "has" if cfg.uses_mask_embedding else "has no"
+    raise ConfigError(
+        f"{workdir} holds checkpoints of a model {'without' if cfg.uses_mask_embedding else 'with'} a learned mask "
+        f"embedding (masked_spec_embed; the run's mask_time_prob {saved_masks['mask_time_prob']}, mask_channel_prob "
+        f"{saved_masks['mask_channel_prob']}), and this config's model {has} one (mask_time_prob "
+        f"{cfg.mask_time_prob}, mask_channel_prob {cfg.mask_channel_prob}): the embedding exists only when some "
+        "masking is on. Relaunch with masking as the run had it, or start a new --workdir with "
+        f"--config.init_from={workdir}.")
   if changed and not differs and saved["architecture"] == architecture:
     logging.info("resuming %s with %s", workdir,
                  ", ".join(f"{k} {b!r} (checkpoint's run {a!r})" for k, (a, b) in sorted(changed.items())))
@@ -271,7 +283,8 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
   window = {"flops": 0.0, "audio": 0.0, "steps": 0, "start": None}  # throughput since the last log line
   termination = checkpointing.TerminationFlag().install()
   step = int(state.step)
-  last, pending = {}, None
+  skipped = int(state.bad_steps)  # skipped updates as of the last metrics read: phases count applied updates
+  last, pending, last_phase = {}, None, None
   plot, plotted = config.get("plots", True), time.monotonic()
   eval_every = config.get("eval_every", 0)
   try:
@@ -281,7 +294,11 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
         if step in config.fault_injection.nan_steps:
           local = dict(local, waveform=np.full_like(local["waveform"], np.nan))
         batch = to_global({k: local[k] for k in task.batch_keys})
-        phase = task.phase(step)
+        phase = task.phase(step - skipped)  # fairseq's num_updates: a skipped update does not count
+        if phase != last_phase and pending is not None:  # at a phase boundary, count exactly (waits for the last step)
+          skipped = int(pending[1]["bad_steps"])
+          phase = task.phase(step - skipped)
+        last_phase = phase
         key = (batch["waveform"].shape, batch.get("labels", batch["waveform"]).shape, phase)
         if key not in compiled:  # ahead-of-time compile per batch shape and phase, with memory and FLOP figures
           t0 = time.perf_counter()
@@ -301,6 +318,8 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
         window["audio"] += float(local["attention_mask"].sum()) * jax.process_count() / data.config.sample_rate
         window["steps"] += 1
         # The bad-step limit, every step, one step behind: the previous step's counter is ready by now.
+        if pending is not None:
+          skipped = int(pending[1]["bad_steps"])
         if pending is not None and int(pending[1]["consecutive_bad_steps"]) >= config.max_consecutive_bad_steps:
           raise BadStepsError(
               f"{int(pending[1]['consecutive_bad_steps'])} consecutive updates had a non-finite loss or gradient "

@@ -1,6 +1,8 @@
 """The train step of every task: a pure function `(state, batch, rng) -> (state, metrics)`.
 
-Per-step randomness is `fold_in(rng, state.step)` (split once more per microbatch when accumulating). Gradients
+Per-step randomness is `fold_in(rng, state.step)` (split once more per microbatch when accumulating). The schedules
+(learning rate, Gumbel temperature) count applied updates, `state.step - state.bad_steps`, as fairseq's `num_updates`
+and optax's own count do: a skipped update does not advance them. Gradients
 of the *summed* loss over all microbatches are divided by the accumulated sample size (fairseq: masked frames in
 pre-training, sentences in CTC fine-tuning), so four microbatches give the update of one batch four times the size.
 Parameters in frozen or held optimiser groups get no gradient (XLA removes their backward pass). A non-finite loss,
@@ -29,7 +31,7 @@ def train_step(state: TrainState, batch: dict, rng, *, task, tx: optax.GradientT
     rng: the run's base PRNG key.
     task: a task object (`tasks/pretraining.py`, `tasks/ctc.py`); static.
     tx: the optimiser for `phase` (`optim.adam(..., labels=task.parameter_labels(params), held=task.held(phase))`).
-    schedule: learning rate of the 0-based update (logged).
+    schedule: learning rate of the 0-based applied update (logged; the optimiser applies the same value).
     phase: the task's phase at this update (static; e.g. "frozen" while the CTC trunk is held).
     grad_accum: microbatches per update (fairseq update_freq); microbatch i uses key `split(step_key, n)[i]`.
   Returns:
@@ -37,12 +39,13 @@ def train_step(state: TrainState, batch: dict, rng, *, task, tx: optax.GradientT
     `skipped`, `bad_steps`, `consecutive_bad_steps`.
   """
   step_key = jax.random.fold_in(rng, state.step)
+  updates = state.step - state.bad_steps  # applied so far: what optax's schedule count holds
   batch = {k: batch[k] for k in task.batch_keys}
   labels = task.parameter_labels(state.params)
   no_grad = {optim.FROZEN, *task.held(phase)}
 
   def grads_of(micro, key):
-    (loss_sum, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(state.params, micro, key, state.step)
+    (loss_sum, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(state.params, micro, key, updates)
     # Gradients nobody uses are dead code: XLA drops the backward pass of frozen and held parameters.
     grads = jax.tree_util.tree_map(lambda g, label: jnp.zeros_like(g) if label in no_grad else g, grads, labels)
     return loss_sum, aux, grads
@@ -66,7 +69,7 @@ def train_step(state: TrainState, batch: dict, rng, *, task, tx: optax.GradientT
       state, grads, tx, jnp.isfinite(loss_sum) & aux["finite"],
       grad_scale=1.0 / jnp.maximum(aux["sample_size"], 1.0))
   metrics = dict(task.metrics(loss_sum, aux, grad_accum))
-  metrics.update({"learning_rate": schedule(state.step), "grad_norm": grad_norm,
+  metrics.update({"learning_rate": schedule(updates), "grad_norm": grad_norm,
                   "skipped": 1.0 - finite.astype(jnp.float32), "bad_steps": new_state.bad_steps,
                   "consecutive_bad_steps": new_state.consecutive_bad_steps})
   return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
