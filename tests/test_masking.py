@@ -36,6 +36,19 @@ def test_mask_statistics_on_15s_utterances():
   assert (np.asarray(sparse).sum(-1) > 10).all()
 
 
+def test_the_span_count_is_rounded_once_per_batch_without_padding_and_per_row_with_it():
+  # fairseq passes no padding mask for an unpadded batch (cropped pre-training) and rounds mask_prob * length / span
+  # once for all rows; with padding, once per row. Span 1 makes the count of starts the masked count exactly:
+  # 0.25 x 10 = 2.5 spans rounds to 2 or 3.
+  for k in range(4):
+    key = jax.random.PRNGKey(k)
+    full = np.asarray(masking.compute_span_mask(key, jnp.full((64,), 10), 10, 0.25, 1, 0, same_count=False))
+    assert len(set(full.sum(-1))) == 1 and full.sum(-1)[0] in (2, 3)
+  padded = [np.asarray(masking.compute_span_mask(jax.random.PRNGKey(k), jnp.array([10] * 63 + [9]), 10, 0.25, 1,
+                                                 0, same_count=False)).sum(-1) for k in range(4)]
+  assert all(set(c) <= {2, 3} for c in padded) and any(len(set(c[:63])) == 2 for c in padded)
+
+
 def test_time_mask_same_count_and_respects_padding():
   frame_mask = jnp.arange(100)[None, :] < jnp.array([100, 60, 0, 35])[:, None]
   masked = jax.jit(masking.compute_time_mask, static_argnums=(2, 3, 4))(

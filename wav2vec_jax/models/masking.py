@@ -68,9 +68,10 @@ def compute_span_mask(key, lengths, size: int, mask_prob: float, span: int, min_
     span: span length.
     min_masks: minimum number of spans per row.
     same_count: subsample every non-empty row to the smallest masked count of the batch.
-    one_draw: one random rounding of the span count for the whole batch, as fairseq draws it when there is no
-      padding mask (channel masks); otherwise one per row (time masks), and with `same_count` a single row that
-      rounds down to no span would leave the whole batch unmasked.
+    one_draw: always one random rounding of the span count for the whole batch (channel masks). Otherwise, as
+      fairseq's GPU path: one draw when no row is padded (every length is `size`: fairseq then passes no padding
+      mask, as for cropped pre-training batches), one per row when some are (and with `same_count` a single row that
+      rounds down to no span leaves the whole batch unmasked).
   Returns:
     `[batch, size]` bool mask; False at positions >= length.
   """
@@ -80,6 +81,8 @@ def compute_span_mask(key, lengths, size: int, mask_prob: float, span: int, min_
   k_round, k_start, k_keep = jax.random.split(key, 3)
   lengths = lengths.astype(jnp.int32)
   u = jax.random.uniform(k_round, (1,) if one_draw else (batch,))
+  if not one_draw:
+    u = jnp.where(jnp.all(lengths == size), u[0], u)
   num = jnp.floor(mask_prob * lengths / span + u).astype(jnp.int32)
   num = jnp.maximum(num, min_masks)
   # Span starts come from [0, length - span) or, for short rows, fairseq's fallback [0, num + 1).
