@@ -34,6 +34,9 @@ flags.DEFINE_string("split", "dev", "Split(s), comma-separated.")
 flags.DEFINE_string("tfds_name", "", "TFDS dataset name (source=tfds).")
 flags.DEFINE_string("vocab", "", "vocab.json or dict.ltr.txt (default: next to the checkpoint).")
 flags.DEFINE_integer("batch_budget", 0, "Samples per batch (default: the run's validation setting).")
+flags.DEFINE_enum("normalize", "auto", ["auto", "true", "false"], "Per-utterance zero mean, unit variance input. "
+                  "auto: the run's input.json, else the checkpoint's preprocessor_config.json do_normalize, else on "
+                  "for layer-norm encoders (LARGE, XLSR) as fairseq.")
 flags.DEFINE_string("output_dir", "", "Where to write hypotheses.jsonl and summary.json (default: print only).")
 flags.DEFINE_string("lm", "", "KenLM n-gram (ARPA or binary) for beam search (experiments/build_lm.py makes one).")
 flags.DEFINE_integer("beam_width", 0, "Beam search width (0: greedy, or 64 with --lm).")
@@ -66,14 +69,16 @@ def evaluate(f):
     options = beam.BeamOptions(beam_width=f.beam_width or 64, lm_weight=f.lm_weight, word_score=f.word_score)
   result = evaluate_checkpoint(f.checkpoint, f.source, f.path, f.split, tfds_name=f.tfds_name,
                                languages=f.languages, vocab=f.vocab or None, batch_budget=f.batch_budget or None,
-                               lm=f.lm or None, beam_options=options, grid=grid, progress=f.progress)
+                               normalize=None if f.normalize == "auto" else f.normalize == "true", lm=f.lm or None, beam_options=options, grid=grid, progress=f.progress)
   decoding = "greedy" if options is None else f"beam {options.beam_width}" + (f" + {f.lm}" if f.lm else "")
   summary = {"checkpoint": f.checkpoint, "source": f.source, "path": f.path, "split": f.split, "decoding": decoding,
              **result.metrics}
   if f.output_dir:
     write_evaluation(f.output_dir, result, summary)
-  logging.info("WER %.4f  CER %.4f  over %d utterances", result.metrics["wer"], result.metrics["cer"],
-               result.metrics["utterances"])
+  logging.info("WER %.4f  CER %.4f  over %d utterances%s", result.metrics["wer"], result.metrics["cer"],
+               result.metrics["utterances"],
+               f" ({int(result.metrics['not_scored'])} not scored: see the warning above)"
+               if result.metrics["not_scored"] else "")
   for name, rates in result.metrics.get("languages", {}).items():
     logging.info("  %-8s WER %.4f  CER %.4f  over %d utterances", name, rates["wer"], rates["cer"],
                  rates["utterances"])

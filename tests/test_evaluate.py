@@ -1,7 +1,9 @@
 """Evaluation of a saved checkpoint reproduces the trainer's validation exactly (same reading, decoding, scoring)."""
 
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -100,3 +102,54 @@ def test_fine_tuning_reads_fairseq_manifests_through_the_loop(run, tmp_path):
     assert len(json.load(f)) == len(open(c.data.vocab).read().splitlines()) + 4  # the dictionary + 4 specials
   result = evaluate_checkpoint(os.path.join(workdir, "best"), "manifest", manifests, "dev", labels="ltr")
   assert result.metrics["wer"] == last["val/wer"] and result.metrics["cer"] == last["val/cer"]
+
+
+def _rewrite_transcripts(data: str, texts: dict[str, str]) -> None:
+  """Replaces the transcripts of utterance ids in a LibriSpeech-layout folder ({id: new text})."""
+  for path in glob.glob(os.path.join(data, "**", "*.trans.txt"), recursive=True):
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+    new = [f"{uid} {texts[uid]}".rstrip() if uid in texts else line
+           for line, uid in ((line, line.split(" ", 1)[0]) for line in lines)]
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("\n".join(new) + "\n")
+
+
+def test_evaluation_scores_every_utterance_it_can_and_counts_the_rest(run, tmp_path):
+  # A run's input.json may carry training length filters and bucket lengths (here: 1 s at most, one 1.5 s bucket,
+  # which every dev clip but none would fail): evaluation scores the whole split anyway. A reference character
+  # outside the vocabulary is scored as written (<unk> in the labels); only an empty reference cannot be scored,
+  # and it is counted by reason.
+  workdir, data = run
+  checkpoint, dev = str(tmp_path / "best"), str(tmp_path / "data")
+  shutil.copytree(os.path.join(workdir, "best"), checkpoint)
+  shutil.copytree(data, dev)
+  with open(os.path.join(checkpoint, "input.json")) as f:
+    saved = json.load(f)
+  with open(os.path.join(checkpoint, "input.json"), "w") as f:
+    json.dump(dict(saved, min_sample_size=20_000, max_sample_size=16_000, bucket_lengths=[24_000],
+                   on_unknown="raise"), f)
+  ids = sorted(r["id"] for r in evaluate_checkpoint(os.path.join(workdir, "best"), "librispeech", data, "dev").rows)
+  _rewrite_transcripts(dev, {ids[0]: "WELL-KNOWN 42", ids[1]: ""})
+  result = evaluate_checkpoint(checkpoint, "librispeech", dev, "dev")
+  assert result.metrics["utterances"] == 11 and result.metrics["not_scored"] == 1
+  assert result.not_scored == result.metrics["not_scored_by_reason"] == {"skipped/empty_transcript": 1}
+  assert next(r for r in result.rows if r["id"] == ids[0])["reference"] == "WELL-KNOWN 42"
+  assert scoring.error_rates([r["reference"] for r in result.rows],
+                             [r["hypothesis"] for r in result.rows])["wer"] == result.metrics["wer"]
+
+
+def test_without_the_runs_input_json_the_checkpoint_says_whether_to_normalise(run, tmp_path):
+  # A Hugging Face or fairseq checkpoint has no input.json: evaluation normalises as Recognizer (and so
+  # transcribe.py) does, from preprocessor_config.json's do_normalize, not always off.
+  workdir, data = run
+  checkpoint = str(tmp_path / "hf_like")
+  shutil.copytree(os.path.join(workdir, "best"), checkpoint)
+  os.remove(os.path.join(checkpoint, "input.json"))
+  with open(os.path.join(checkpoint, "preprocessor_config.json"), "w") as f:
+    json.dump({"do_normalize": True, "sampling_rate": 16000}, f)
+  auto = evaluate_checkpoint(checkpoint, "librispeech", data, "dev")
+  on = evaluate_checkpoint(checkpoint, "librispeech", data, "dev", normalize=True)
+  off = evaluate_checkpoint(checkpoint, "librispeech", data, "dev", normalize=False)
+  assert [r["loss_ctc"] for r in auto.rows] == [r["loss_ctc"] for r in on.rows]
+  assert [r["loss_ctc"] for r in auto.rows] != [r["loss_ctc"] for r in off.rows]

@@ -12,7 +12,7 @@ from data_pipelines import pipeline, storage
 from data_pipelines.source_config import build_index
 from wav2vec_jax.inference import beam, scoring
 from wav2vec_jax.inference.evaluation import Evaluation, Evaluator
-from wav2vec_jax.inference.recognizer import checkpoint_folder, load_ctc_model
+from wav2vec_jax.inference.recognizer import checkpoint_folder, input_normalization, load_ctc_model
 from wav2vec_jax.training import inputs, partitioning
 
 
@@ -29,7 +29,9 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
       (languages: comma-separated languages kept; "" = all).
     vocab: vocabulary file; default: `vocab.json` (or `dict.ltr.txt`) next to the checkpoint.
     batch_budget: samples per batch; default: the run's validation setting (`input.json` next to the checkpoint).
-    normalize: per-utterance normalisation; default: the run's setting (else off).
+    normalize: per-utterance normalisation; default: the run's setting, else the checkpoint's own record (Hugging
+      Face's `preprocessor_config.json` `do_normalize`), else fairseq's convention (on for layer-norm encoders:
+      LARGE, XLSR), as `Recognizer` decides it.
     lm: KenLM file (ARPA or binary) for beam search.
     beam_options: beam search settings; None and no `lm` and no `grid`: greedy decoding.
     grid: (lm_weight, word_score) pairs: the model runs once, each pair decodes its log-probs; the best WER's
@@ -37,15 +39,18 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
       `metrics["word_score"]`.
     progress: a progress bar over batches.
   Returns:
-    Evaluation: metrics {"wer", "cer", "loss_ctc", "utterances", and where the split has several languages
-    "languages": {name: {"wer", "cer", "utterances"}}} and one row per utterance (with its "language").
+    Evaluation: metrics {"wer", "cer", "loss_ctc", "utterances", "not_scored", "not_scored_by_reason" ({reason:
+    count}: utterances of the split that could not be scored: unreadable or too short for the conv encoder, an
+    empty transcript, characters outside a vocabulary without `<unk>`), and where the split has several languages
+    "languages": {name: {"wer", "cer", "utterances"}}} and one row per utterance (with its "language"). Every
+    other utterance is scored, whatever its length: the run's length filters and bucket lengths do not apply.
   """
   model, variables, vocabulary = load_ctc_model(checkpoint, vocab)
   saved = storage.join(checkpoint_folder(checkpoint), inputs.INPUT_FILE)
   config = inputs.load_input_config(saved) if storage.Path(saved).exists() else pipeline.InputConfig(
-      mode="finetune", shuffle=False, num_epochs=1, drop_remainder=False, min_sample_size=0,
-      max_sample_size=16_000 * 3600, batch_budget=1_600_000)
-  overrides = {"batch_multiple": jax.device_count()}
+      mode="finetune", shuffle=False, num_epochs=1, drop_remainder=False, batch_budget=1_600_000,
+      normalize=input_normalization(checkpoint, model))
+  overrides = dict(inputs.EVAL_INPUT, batch_multiple=jax.device_count())
   if batch_budget:
     overrides["batch_budget"] = batch_budget
   if normalize is not None:
@@ -64,13 +69,13 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
                             jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     evaluator = Evaluator(model, data, vocabulary, partitioning.host_to_global(mesh, rules))
     if not (lm or beam_options or grid):
-      return by_language(evaluator(params, progress=progress), index)
+      return _report(by_language(evaluator(params, progress=progress), index))
     scored = evaluator.score(params, progress=progress)
   options = beam_options or beam.BeamOptions()
   decoder = beam.BeamSearchDecoder(vocabulary, lm, options)
   try:
     if not grid:
-      return by_language(scored.decode(decoder), index)
+      return _report(by_language(scored.decode(decoder), index))
     table = []
     for lm_weight, word_score in grid:
       result = scored.decode(decoder, dataclasses.replace(options, lm_weight=lm_weight, word_score=word_score))
@@ -83,7 +88,17 @@ def evaluate_checkpoint(checkpoint: str, source: str, path: str, split: str, *, 
   best = min(table, key=lambda r: (r["wer"], r["cer"]))
   best["result"].metrics.update(lm_weight=best["lm_weight"], word_score=best["word_score"],
                                 grid=[{k: v for k, v in r.items() if k != "result"} for r in table])
-  return by_language(best["result"], index)
+  return _report(by_language(best["result"], index))
+
+
+def _report(result: Evaluation) -> Evaluation:
+  """Puts the reasons utterances were left out into the metrics, and warns when there are any."""
+  result.metrics["not_scored_by_reason"] = dict(result.not_scored)
+  if result.not_scored:
+    logging.warning("%d utterances of the split were not scored (%s); the error rates cover the other %d. The "
+                    "input pipeline's warnings above name the files.", sum(result.not_scored.values()),
+                    ", ".join(f"{k} {v}" for k, v in sorted(result.not_scored.items())), len(result.rows))
+  return result
 
 
 def by_language(result: Evaluation, index) -> Evaluation:

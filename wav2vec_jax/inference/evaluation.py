@@ -19,12 +19,17 @@ BATCH_KEYS = ("waveform", "attention_mask", "labels", "label_lengths", "utteranc
 class Evaluation:
   """Attributes:
     metrics: {"wer", "cer", "loss_ctc" (nats per sentence), "utterances", "empty_share" (share of utterances whose
-      hypothesis is empty: a model that still emits only blanks scores 1.0)} floats.
+      hypothesis is empty: a model that still emits only blanks scores 1.0), "not_scored" (utterances of the split
+      left out of the rates: see `not_scored`)} floats.
     rows: per utterance, in input order: {"id", "reference", "hypothesis", "loss_ctc"}.
+    not_scored: {reason: count} of the split's utterances not in `rows`, by the input pipeline's counter names
+      (`skipped/unreadable`, `skipped/too_short`, `skipped/empty_transcript`, `skipped/out_of_vocabulary` where the
+      vocabulary has no `<unk>`, `skipped/decode_error`, `filtered/*`); empty when every utterance was scored.
   """
 
   metrics: dict[str, float]
   rows: list[dict]
+  not_scored: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _eval_fn(model, with_log_probs: bool):
@@ -53,20 +58,23 @@ class Scored:
   references: list[str]
   log_probs: list[np.ndarray]
   losses: list[float]
+  not_scored: dict[str, int] = dataclasses.field(default_factory=dict)
 
   def decode(self, decoder, options=None) -> Evaluation:
     """WER/CER with `decoder` (a `beam.BeamSearchDecoder`, with `options` for this call) over the kept log-probs."""
     hypotheses = [h[0].text if h else "" for h in decoder.decode_batch(self.log_probs, options=options)]
-    return _evaluation(self.ids, self.references, hypotheses, self.losses)
+    return _evaluation(self.ids, self.references, hypotheses, self.losses, self.not_scored)
 
 
-def _evaluation(ids, references, hypotheses, losses_) -> Evaluation:
+def _evaluation(ids, references, hypotheses, losses_, not_scored=None) -> Evaluation:
+  not_scored = not_scored or {}
   rows = [{"id": i, "reference": r, "hypothesis": h, "loss_ctc": l}
           for i, r, h, l in zip(ids, references, hypotheses, losses_)]
   rates = scoring.error_rates(references, hypotheses)
   metrics = {"wer": rates["wer"], "cer": rates["cer"], "loss_ctc": float(np.mean(losses_)),
-             "utterances": float(len(rows)), "empty_share": float(np.mean([not h.strip() for h in hypotheses]))}
-  return Evaluation(metrics, rows)
+             "utterances": float(len(rows)), "empty_share": float(np.mean([not h.strip() for h in hypotheses])),
+             "not_scored": float(sum(not_scored.values()))}
+  return Evaluation(metrics, rows, dict(not_scored))
 
 
 class Evaluator:
@@ -111,18 +119,29 @@ class Evaluator:
     if decoder is not None:
       return self.score(params, progress=progress).decode(decoder)
     ids, refs, hyps, losses_, _ = self._columns(params, False, progress)
-    return _evaluation(ids, refs, hyps, losses_)
+    return _evaluation(ids, refs, hyps, losses_, self._not_scored(len(ids)))
 
   def score(self, params, *, progress: bool = False) -> Scored:
     """One pass keeping every utterance's log-probs, to decode them with several decoders (`Scored.decode`)."""
     ids, refs, _, losses_, log_probs = self._columns(params, True, progress)
-    return Scored(ids, refs, log_probs, losses_)
+    return Scored(ids, refs, log_probs, losses_, self._not_scored(len(ids)))
 
   def _columns(self, params, with_log_probs, progress):
     rows = list(self._batches(params, with_log_probs, progress))
     if not rows:
       raise ValueError("the evaluation data has no utterances: check the split and its source")
     return [list(column) for column in zip(*rows)]
+
+  def _not_scored(self, scored: int) -> dict[str, int]:
+    """{reason: count} of the split's utterances a pass of `scored` rows (all hosts') left out: those the checks
+    and filters dropped before batching, and those whose audio failed to decode during the pass."""
+    counts = self.data.counters()
+    out = {k: v for k, v in counts.items()
+           if v and k.startswith(("skipped/", "filtered/")) and k != "skipped/decode_error"}
+    unread = len(self.data.data.index) - counts.get("filtered/no_bucket", 0) - scored
+    if unread:
+      out["skipped/decode_error"] = unread
+    return out
 
 
 def _fetch(x) -> np.ndarray:

@@ -15,6 +15,10 @@ from data_pipelines.vocab import Vocab
 
 VOCAB_FILE = "vocab.json"  # written next to the checkpoints (Hugging Face format, blank = id 0)
 INPUT_FILE = "input.json"  # the validation InputConfig (sample rate, normalisation, batching)
+# Validation and evaluation score every utterance they can read: no length filter or bucket length of the training
+# input applies, and a reference character outside the vocabulary is `<unk>` in the labels (the loss) and scored as
+# written (WER, CER). What cannot be scored is counted (`Evaluation.not_scored`).
+EVAL_INPUT = {"min_sample_size": 0, "max_sample_size": None, "bucket_lengths": (), "on_unknown": "unk"}
 
 
 def save_input_config(path: str, config: pipeline.InputConfig) -> None:
@@ -126,7 +130,7 @@ def make_inputs(config, mode: str, batch_multiple: int, vocab: Vocab | None, pro
   if not eval_split:
     return train, None
   eval_fields = dict(fields, shuffle=False, num_epochs=1, drop_remainder=False, multilingual_alpha=None,
-                     batch_multiple=batch_multiple // max(config.optim.grad_accum, 1))
+                     batch_multiple=batch_multiple // max(config.optim.grad_accum, 1), **EVAL_INPUT)
   evaluation = pipeline.make_iterator(build_index(config.data, eval_split), pipeline.InputConfig.from_dict(eval_fields),
                                       vocab=vocab, process_index=process_index, process_count=process_count)
   return train, evaluation
