@@ -82,9 +82,19 @@ def test_pretraining_loss_parity(tmp_path, style):
                              rtol=TOL)
   np.testing.assert_allclose(float(metrics["codebook/prob_perplexity"]), float(prob_ppl), rtol=TOL)
   num_vars = cfg.num_codevectors
-  np.testing.assert_allclose(float(loss.diversity), float((num_vars - prob_ppl) / num_vars * n_masked), rtol=TOL)
+  prob_diversity = (num_vars - prob_ppl) / num_vars * n_masked
+  np.testing.assert_allclose(float(loss.diversity), float(prob_diversity), rtol=TOL)
   hard_diversity = (num_vars - metrics["codebook/code_perplexity"]) / num_vars * n_masked
   np.testing.assert_allclose(float(hard_diversity), float(theirs.diversity_loss), rtol=TOL)
+  # fairseq's total: contrastive + alpha * diversity + feature_pen_weight * mean(features^2) (before the layer
+  # norm, over every frame), the last two scaled by the masked count; logged in bits per masked frame.
+  with torch.no_grad():
+    penalty = float(reference.wav2vec2.feature_extractor(torch.tensor(waveform)).pow(2).mean())
+  total = (float(theirs.contrastive_loss) + cfg.diversity_loss_weight * float(prob_diversity)
+           + cfg.feature_pen_weight * penalty * n_masked)
+  assert cfg.diversity_loss_weight > 0 and cfg.feature_pen_weight > 0  # both terms weigh in
+  np.testing.assert_allclose(float(loss.loss), total, rtol=TOL)
+  np.testing.assert_allclose(float(metrics["loss/bits"]), total / n_masked / np.log(2), rtol=TOL)
 
 
 @pytest.mark.parametrize("style", ["base", "large"])

@@ -190,6 +190,23 @@ def test_prob_perplexity_has_a_finite_gradient_when_an_entry_is_never_chosen():
   np.testing.assert_allclose(np.asarray(grad), x.grad.numpy(), rtol=1e-5, atol=1e-7)
 
 
+def test_accuracy_does_not_count_rows_whose_logits_are_all_equal():
+  # fairseq: a masked frame is correct when its argmax is the positive and its logits are not all equal
+  # (argmax == argmin), and every masked frame counts in the denominator.
+  import types  # pylint: disable=g-import-not-at-top
+  cfg = get_variant("tiny")
+  quantized = jax.random.normal(jax.random.PRNGKey(0), (1, 4, cfg.final_dim))
+  states = quantized.at[0, 2:].set(0.0)  # frames 2 and 3: zero predictions, every cosine 0, all logits equal
+  ns = types.SimpleNamespace
+  outputs = ns(valid=jnp.ones((1, 4), bool), projected_states=states, projected_quantized_states=quantized,
+               quantizer=ns(codes=jnp.arange(8).reshape(1, 4, 2), prob_perplexity=jnp.float32(1.0),
+                            code_perplexity=jnp.float32(1.0)),
+               encoder=ns(feature_penalty=jnp.float32(0.0)))
+  negatives = jnp.asarray([[[1, 2], [0, 2], [0, 1], [0, 1]]])
+  _, metrics = losses.pretraining_loss(cfg, outputs, negatives)
+  assert float(metrics["accuracy"]) == 0.5  # frames 0 and 1 (their own target is the closest), of 4
+
+
 @pytest.mark.parametrize("mult", [0.1, 0.0])
 def test_feature_grad_mult_scales_conv_gradients(mult):
   waveform = jax.random.normal(jax.random.PRNGKey(1), (1, 8000))

@@ -19,6 +19,7 @@ def test_tri_stage():
   lr, total = 3e-5, 20_000
   schedule = optim.tri_stage(lr, total)
   np.testing.assert_allclose(float(schedule(0)), 0.01 * lr, rtol=1e-5)  # warm-up from 0.01 lr ...
+  np.testing.assert_allclose(float(schedule(1_000)), 0.505 * lr, rtol=1e-5)  # ... linear (half-way: 0.505 lr) ...
   np.testing.assert_allclose(float(schedule(2_000)), lr, rtol=1e-5)  # ... over 10%
   np.testing.assert_allclose(float(schedule(5_000)), lr, rtol=1e-5)  # hold for 40%
   np.testing.assert_allclose(float(schedule(10_000)), lr, rtol=1e-5)

@@ -270,6 +270,24 @@ def test_pretraining_accumulation_sums_every_microbatch_under_its_key():
                                atol=1e-5 * scale + 1e-6 * np.max(np.abs(b)), err_msg=name)
 
 
+def test_schedules_count_applied_updates_from_the_first_update_on():
+  # fairseq sets the Gumbel temperature and the learning rate from num_updates, which a skipped update does not
+  # advance: after 5 batches of which 2 were skipped, the step runs update 3 (update 0: tau = 2 exactly).
+  task = PretrainingTask(Wav2Vec2ForPreTraining(get_variant("tiny", layerdrop=0.0)))
+  schedule = optim.warmup_linear_decay(1e-3, 10, 100)
+  state, step, mesh, rules = _setup(task, optim.adam(schedule), schedule)
+  batch = {"waveform": np.random.RandomState(0).randn(2, 8000).astype(np.float32),
+           "attention_mask": np.ones((2, 8000), np.int32)}
+  with partitioning.activate(mesh, rules):
+    _, first = step(state, batch, jax.random.PRNGKey(1))
+    later = state.replace(step=jnp.asarray(5, jnp.int32), bad_steps=jnp.asarray(2, jnp.int32))
+    _, metrics = step(later, batch, jax.random.PRNGKey(1))
+  assert float(first["gumbel_temperature"]) == 2.0 and float(first["learning_rate"]) == float(schedule(0))
+  np.testing.assert_allclose(float(metrics["gumbel_temperature"]),
+                             float(optim.gumbel_temperature(3, *task.model.config.gumbel_temperature)), rtol=1e-7)
+  np.testing.assert_allclose(float(metrics["learning_rate"]), float(schedule(3)), rtol=1e-7)
+
+
 def _numpy_adamw(params, grads, lr, b1, b2, eps, weight_decay, clip_norm, frozen):
   """One update of AdamW (fairseq's Adam, decoupled weight decay) from zero moments, in float64 numpy.
 
