@@ -158,6 +158,9 @@ class Recognizer:
     self.seconds_per_frame = self.hop / audio.TARGET_SAMPLE_RATE
     self.window_frames = max(1, int(round(chunk_s / self.seconds_per_frame)))
     self.context_frames = int(round(context_s / self.seconds_per_frame))
+    if context_s < 0 or self.window_frames <= 2 * self.context_frames:
+      raise RecognizerError(f"chunk_s={chunk_s} must be longer than twice context_s={context_s} (each window keeps "
+                            "what lies between its two contexts): raise --chunk_s or lower --context_s")
     self._kernels, self._strides = cfg.conv_kernel, cfg.conv_stride
     self._forward = jax.jit(self._log_probs)
 
