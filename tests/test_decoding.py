@@ -43,6 +43,11 @@ def test_greedy_is_the_collapsed_best_path():
     best_path, _ = _brute_force(log_probs)
     (got,) = decoding.greedy_decode(log_probs[None].astype(np.float32), np.ones((1, len(log_probs)), bool))
     np.testing.assert_array_equal(got, decoding.collapse(best_path))
+    # Padded frames (here: confident letters after the real ones) decode to nothing.
+    padded = np.concatenate([log_probs, np.log(np.eye(log_probs.shape[1])[[1, 2, 1]] * 0.99 + 0.01 / 3)])
+    mask = np.arange(len(padded)) < len(log_probs)
+    (got_padded,) = decoding.greedy_decode(padded[None].astype(np.float32), mask[None])
+    np.testing.assert_array_equal(got_padded, got)
 
 
 def test_exhaustive_beam_search_returns_the_most_probable_labellings_with_their_probabilities():

@@ -8,6 +8,9 @@ import subprocess
 import sys
 
 import e2e  # tests/e2e.py
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import wav2vec_jax
@@ -48,11 +51,23 @@ def _steps(workdir):
 
 def test_a_nan_burst_longer_than_the_limit_stops_the_run_between_log_steps(folder, tmp_path):
   # log_every=50: the limit is checked on every step (one step behind), not only on logging steps.
-  config = _config(folder, total_steps=40, log_every=50, max_consecutive_bad_steps=5, checkpoint_every=100,
+  config = _config(folder, total_steps=40, log_every=50, max_consecutive_bad_steps=5, checkpoint_every=2,
                    **{"fault_injection.nan_steps": tuple(range(2, 40))})
+  workdir = str(tmp_path / "run")
   with pytest.raises(loop.BadStepsError, match=r"max_consecutive_bad_steps=5\); stopped at step 7\b") as err:
-    loop.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, workdir)
   assert "look for bad input" in str(err.value)
+  # Nothing written is lost, and what was saved is the last good state: checkpoints 2, 4, 6 all hold the
+  # parameters of update 2 (the later updates were skipped), finite; the logged row of step 1 is still there.
+  assert _steps(workdir) == [2, 4, 6]
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state", "data"))
+  saved = [manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state["params"]
+           for s in (2, 6)]
+  manager.close()
+  for a, b in zip(*(jax.tree_util.tree_leaves(p) for p in saved)):
+    assert np.all(np.isfinite(a)) and np.array_equal(a, b)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert [json.loads(line)["step"] for line in f] == [1]
 
 
 def test_relaunch_with_another_model_names_the_field_and_keeps_the_workdir(folder, tmp_path):
