@@ -207,6 +207,24 @@ def test_accuracy_does_not_count_rows_whose_logits_are_all_equal():
   assert float(metrics["accuracy"]) == 0.5  # frames 0 and 1 (their own target is the closest), of 4
 
 
+@pytest.mark.parametrize("time,channel", [(0.3, 0.0), (0.0, 0.3), (0.0, 0.0)])
+def test_fine_tuning_applies_specaugment_in_training_only(time, channel):
+  # With every dropout and layerdrop off, a training forward pass differs from the eval pass only by the time and
+  # channel masks: each one alone must change the logits, and with neither the passes agree.
+  quiet = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, dropout_input=0.0,
+               final_dropout=0.0, layerdrop=0.0, mask_channel_length=4, vocab_size=8)
+  model = Wav2Vec2ForCTC(get_variant("tiny", mask_time_prob=time, mask_channel_prob=channel, **quiet))
+  waveform = jax.random.normal(jax.random.PRNGKey(0), (4, 16000))
+  variables = model.init(jax.random.PRNGKey(1), waveform)
+  evaluated = model.apply(variables, waveform).logits
+  trained = model.apply(variables, waveform, deterministic=False,
+                        rngs={"mask": jax.random.PRNGKey(2), "dropout": jax.random.PRNGKey(3)}).logits
+  if time or channel:
+    assert float(jnp.max(jnp.abs(trained - evaluated))) > 1e-3
+  else:
+    np.testing.assert_allclose(trained, evaluated, atol=1e-5)
+
+
 @pytest.mark.parametrize("mult", [0.1, 0.0])
 def test_feature_grad_mult_scales_conv_gradients(mult):
   waveform = jax.random.normal(jax.random.PRNGKey(1), (1, 8000))
