@@ -130,7 +130,7 @@ def _changed(before, after):
 def trainable():
   task = _ctc_task()
   schedule = optax.constant_schedule(1e-3)
-  return _setup(task, _tx(task, schedule), schedule)
+  return _setup(task, _tx(task, schedule, weight_decay=0.01), schedule)  # decay moves anything labelled trained
 
 
 def test_step_lowers_loss_and_never_trains_the_conv_encoder(trainable):
