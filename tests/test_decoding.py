@@ -174,3 +174,15 @@ def test_bad_language_model_files_are_named(tmp_path):
     beam.BeamSearchDecoder(LETTERS, str(tmp_path / "bad.arpa"))
   with pytest.raises(ValueError, match=r"log_probs must be \[frames, 32\]"):
     beam.BeamSearchDecoder(LETTERS, workers=1).decode(np.zeros((3, 4)))
+
+
+def test_error_rates_are_corpus_level_edits_over_reference_words_and_characters():
+  # Utterance 1: one substitution in 3 words; utterance 2: one deletion in 2 words. Corpus WER (1 + 1) / 5 = 0.4,
+  # not the mean of the per-utterance rates ((1/3 + 1/2) / 2 = 0.417). Characters: "A B C" -> "A X C" is one
+  # substitution in 5; "DD E" -> "DD" deletes " E" (2 of 4): (1 + 2) / 9.
+  from wav2vec_jax.inference import scoring  # pylint: disable=g-import-not-at-top
+  rates = scoring.error_rates(["A B C", "DD  E "], ["A X C", " DD"])
+  assert rates["wer"] == pytest.approx(0.4) and rates["cer"] == pytest.approx(3 / 9)
+  assert rates["utterances"] == 2.0
+  with pytest.raises(ValueError, match="no empty reference"):
+    scoring.error_rates(["A", " "], ["A", "B"])
