@@ -217,6 +217,7 @@ def _check_shared_memory(needed: int, setting: int, processes: int, path: str = 
   free = stat.f_bavail * stat.f_frsize
   if needed > free:
     raise DataConfigError(
-        f"data.input.decode_processes={setting} ({processes} worker processes) needs {needed / 2**20:.1f} MiB of shared memory for its batches, "
-        f"and {path} has {free / 2**20:.1f} MiB free. Give the container more (docker run --shm-size=1g), lower "
-        "data.input.batch_budget or decode_processes, or set decode_processes=0 to decode in threads.")
+        f"data.input.decode_processes={setting} ({processes} worker processes) needs {needed / 2**20:.1f} MiB of "
+        f"shared memory for its batches, and {path} has {free / 2**20:.1f} MiB free. Give the container more "
+        "(docker run --shm-size=1g), lower data.input.batch_budget or decode_processes, or set decode_processes=0 to "
+        "decode in threads.")

@@ -69,7 +69,8 @@ def evaluate(f):
     options = beam.BeamOptions(beam_width=f.beam_width or 64, lm_weight=f.lm_weight, word_score=f.word_score)
   result = evaluate_checkpoint(f.checkpoint, f.source, f.path, f.split, tfds_name=f.tfds_name,
                                languages=f.languages, vocab=f.vocab or None, batch_budget=f.batch_budget or None,
-                               normalize=None if f.normalize == "auto" else f.normalize == "true", lm=f.lm or None, beam_options=options, grid=grid, progress=f.progress)
+                               normalize=None if f.normalize == "auto" else f.normalize == "true", lm=f.lm or None,
+                               beam_options=options, grid=grid, progress=f.progress)
   decoding = "greedy" if options is None else f"beam {options.beam_width}" + (f" + {f.lm}" if f.lm else "")
   summary = {"checkpoint": f.checkpoint, "source": f.source, "path": f.path, "split": f.split, "decoding": decoding,
              **result.metrics}

@@ -172,7 +172,8 @@ def test_bad_input_stops_with_the_file_and_the_cause(hf_ctc, tmp_path):
   cases = [
       ([f"--audio={garbage}"], f"stopped: AudioInputError: {garbage}"),
       ([f"--audio={empty}"], f"stopped: AudioInputError: {empty}"),
-      ([f"--audio={short}"], f"AudioInputError: {short}: too_short: 200 samples, fewer than the 400-sample receptive field"),
+      ([f"--audio={short}"],
+       f"AudioInputError: {short}: too_short: 200 samples, fewer than the 400-sample receptive field"),
       ([f"--audio={files[0]}", "--chunk_s=5"], "chunk_s=5.0 must be longer than twice context_s=3.0"),
       ([f"--audio={files[0]}", f"--vocab={wrong_vocab}"], "the CTC head has 17 outputs but the vocabulary has 8"),
       ([f"--audio={files[0]}", f"--lm={tmp_path / 'missing.arpa'}"], "missing.arpa: language model file not found"),
