@@ -131,9 +131,14 @@ def test_evaluation_scores_every_utterance_it_can_and_counts_the_rest(run, tmp_p
                    on_unknown="raise"), f)
   ids = sorted(r["id"] for r in evaluate_checkpoint(os.path.join(workdir, "best"), "librispeech", data, "dev").rows)
   _rewrite_transcripts(dev, {ids[0]: "WELL-KNOWN 42", ids[1]: ""})
+  # A file whose header reads but whose samples do not: found only while the pass decodes it.
+  (damaged,) = glob.glob(os.path.join(dev, "dev", "**", f"{ids[2]}.flac"), recursive=True)
+  with open(damaged, "r+b") as f:
+    f.truncate(os.path.getsize(damaged) // 3)
   result = evaluate_checkpoint(checkpoint, "librispeech", dev, "dev")
-  assert result.metrics["utterances"] == 11 and result.metrics["not_scored"] == 1
-  assert result.not_scored == result.metrics["not_scored_by_reason"] == {"skipped/empty_transcript": 1}
+  assert result.metrics["utterances"] == 10 and result.metrics["not_scored"] == 2
+  assert result.not_scored == result.metrics["not_scored_by_reason"] == {"skipped/empty_transcript": 1,
+                                                                         "skipped/decode_error": 1}
   assert next(r for r in result.rows if r["id"] == ids[0])["reference"] == "WELL-KNOWN 42"
   assert scoring.error_rates([r["reference"] for r in result.rows],
                              [r["hypothesis"] for r in result.rows])["wer"] == result.metrics["wer"]
