@@ -241,6 +241,17 @@ def test_text_is_normalised_and_out_of_vocabulary_characters_align_through_the_s
   assert (result.words[1].start_frame, result.words[1].end_frame) == (12, 25)  # W .. D
 
 
+def test_text_takes_the_unicode_form_the_vocabulary_was_built_in():
+  import unicodedata  # pylint: disable=g-import-not-at-top
+  from data_pipelines.vocab import Vocab  # pylint: disable=g-import-not-at-top
+  for form in ("NFC", "NFD"):
+    vocab = Vocab.from_transcripts([unicodedata.normalize(form, "CAFÉ NOËL")])
+    for text in ("Café Noël", unicodedata.normalize("NFD", "Café Noël")):  # either form of the text
+      t = alignment.encode_transcript(text, vocab)
+      assert not t.oov_words and not t.star.any(), (form, text)
+      np.testing.assert_array_equal(t.labels, vocab.encode(unicodedata.normalize(form, "CAFÉ NOËL")))
+
+
 def test_impossible_transcripts_fail_naming_the_utterance_frames_and_labels():
   lp = _log_softmax(np.random.default_rng(0).normal(size=(3, VOCAB.size)))
   # "LL": L, L, | = 3 labels but 4 frames (a blank between the two L).

@@ -49,10 +49,10 @@ def _fold_case(text: str, vocab) -> str:
 def encode_transcript(text: str, vocab, *, name: str = "transcript") -> Transcript:
   """Normalises a transcript and spells it as labels, never failing on characters the vocabulary lacks.
 
-  Normalisation: Unicode NFC, whitespace collapsed (`scoring.normalize_text`), case folded to the vocabulary's
-  (an upper-case alphabet upper-cases the text), punctuation outside the vocabulary stripped from word edges (as
-  the corpus normaliser does; words left empty are dropped). Each remaining run of characters outside the
-  vocabulary becomes one star label (id `vocab.size`, scored by `with_star_column`), and its word is listed in
+  Normalisation: Unicode NFC (NFD where the vocabulary holds decomposed characters), whitespace collapsed
+  (`scoring.normalize_text`), case folded to the vocabulary's (an upper-case alphabet upper-cases the text),
+  punctuation outside the vocabulary stripped from word edges (as the corpus normaliser does; words left empty are
+  dropped). Each remaining run of characters outside the vocabulary becomes one star label (id `vocab.size`, scored by `with_star_column`), and its word is listed in
   `oov_words`. Labels end every word with the delimiter, as `Vocab.encode`.
 
   Args:
@@ -67,7 +67,10 @@ def encode_transcript(text: str, vocab, *, name: str = "transcript") -> Transcri
   known = set(vocab.tokens[1:])
   star = vocab.size
   words, labels, symbols, word_index, oov = [], [], [], [], []
-  for raw in _fold_case(scoring.normalize_text(unicodedata.normalize("NFC", text)), vocab).split():
+  # Composed (NFC) text unless the vocabulary was built from decomposed characters (NFD: É as E + U+0301).
+  forms = [unicodedata.normalize(form, text) for form in ("NFC", "NFD")]
+  text = min(forms, key=lambda t: sum(c not in known and not c.isspace() for c in _fold_case(t, vocab)))
+  for raw in _fold_case(scoring.normalize_text(text), vocab).split():
     lo, hi = 0, len(raw)
     while lo < hi and raw[lo] not in known and unicodedata.category(raw[lo]).startswith("P"):
       lo += 1
