@@ -52,8 +52,9 @@ def encode_transcript(text: str, vocab, *, name: str = "transcript") -> Transcri
   Normalisation: Unicode NFC (NFD where the vocabulary holds decomposed characters), whitespace collapsed
   (`scoring.normalize_text`), case folded to the vocabulary's (an upper-case alphabet upper-cases the text),
   punctuation outside the vocabulary stripped from word edges (as the corpus normaliser does; words left empty are
-  dropped). Each remaining run of characters outside the vocabulary becomes one star label (id `vocab.size`, scored by `with_star_column`), and its word is listed in
-  `oov_words`. Labels end every word with the delimiter, as `Vocab.encode`.
+  dropped). Each remaining run of characters outside the vocabulary becomes one star label (id `vocab.size`,
+  scored by `with_star_column`), and its word is listed in `oov_words`. Labels end every word with the delimiter,
+  as `Vocab.encode`.
 
   Args:
     text: the transcript.
