@@ -186,3 +186,21 @@ def test_error_rates_are_corpus_level_edits_over_reference_words_and_characters(
   assert rates["utterances"] == 2.0
   with pytest.raises(ValueError, match="no empty reference"):
     scoring.error_rates(["A", " "], ["A", "B"])
+
+
+def test_word_times_are_transformers_word_offsets(tmp_path):
+  # transformers' Wav2Vec2CTCTokenizer(output_word_offsets=True) on the same frame paths: same words, and start / end
+  # at its frame offsets x 20 ms (end exclusive), for random paths of blanks, delimiters, letters and repeats.
+  transformers = pytest.importorskip("transformers")
+  import json  # pylint: disable=g-import-not-at-top
+  tokens = ["<pad>", "<s>", "</s>", "<unk>", "|", "A", "B", "L"]
+  (tmp_path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+  tokenizer = transformers.Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), word_delimiter_token="|")
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    path = rng.choice([0, 0, 0, 4, 5, 6, 7], size=rng.integers(1, 30))
+    theirs = [(w["word"], w["start_offset"] * 0.02, w["end_offset"] * 0.02)
+              for w in tokenizer.decode(path, output_word_offsets=True)["word_offsets"]]
+    ours = [(w.text, w.start, w.end) for w in decoding.words_from_runs(decoding.token_runs(path), tokens, "|", 0.02)]
+    assert [w[0] for w in ours] == [w[0] for w in theirs], path
+    np.testing.assert_allclose([w[1:] for w in ours], [w[1:] for w in theirs], atol=1e-9, err_msg=str(path))
