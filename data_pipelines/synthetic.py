@@ -94,6 +94,20 @@ def write_librispeech_folder(
   return sorted(out, key=lambda u: u.id)
 
 
+def set_transcripts(root: str | os.PathLike, texts: dict[str, str]) -> None:
+  """Replaces the transcripts of the utterance ids in `texts` ({id: new text}, "" for an empty one) in the
+  `.trans.txt` files of a LibriSpeech-layout folder under `root` (e.g. to make bad input for a test)."""
+  for folder, _, files in os.walk(os.fspath(root)):
+    for name in (f for f in files if f.endswith(".trans.txt")):
+      path = os.path.join(folder, name)
+      with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+      new = [f"{uid} {texts[uid]}".rstrip() if (uid := line.split(" ", 1)[0]) in texts else line for line in lines]
+      if new != lines:
+        with open(path, "w", encoding="utf-8") as f:
+          f.write("\n".join(new) + "\n")
+
+
 def language_of(languages: Sequence[str]):
   """The utterance id → language function matching `write_librispeech_folder(languages=...)`."""
   return lambda uid: languages[int(uid.split("-")[0]) // 100 - 1]

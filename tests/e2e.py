@@ -81,6 +81,20 @@ def params(workdir):
   return jax.tree_util.tree_map(np.asarray, wav2vec_jax.load_pretrained(workdir)[1]["params"])
 
 
+def saved_item(workdir, item: str = "state", step: int | None = None):
+  """One item of a run's checkpoint as Orbax saved it, without a restore target: "state" (the TrainState as nested
+  dicts of numpy arrays: "params", "opt_state", ...) or "data" (the input position and counters); the latest step
+  by default."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state", "data"))
+  try:
+    args = ocp.args.StandardRestore() if item == "state" else ocp.args.JsonRestore()
+    return manager.restore(manager.latest_step() if step is None else step,
+                           args=ocp.args.Composite(**{item: args}))[item]
+  finally:
+    manager.close()
+
+
 def checkpoint_steps(workdir) -> list[int]:
   return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
 

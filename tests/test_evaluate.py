@@ -104,17 +104,6 @@ def test_fine_tuning_reads_fairseq_manifests_through_the_loop(run, tmp_path):
   assert result.metrics["wer"] == last["val/wer"] and result.metrics["cer"] == last["val/cer"]
 
 
-def _rewrite_transcripts(data: str, texts: dict[str, str]) -> None:
-  """Replaces the transcripts of utterance ids in a LibriSpeech-layout folder ({id: new text})."""
-  for path in glob.glob(os.path.join(data, "**", "*.trans.txt"), recursive=True):
-    with open(path, encoding="utf-8") as f:
-      lines = f.read().splitlines()
-    new = [f"{uid} {texts[uid]}".rstrip() if uid in texts else line
-           for line, uid in ((line, line.split(" ", 1)[0]) for line in lines)]
-    with open(path, "w", encoding="utf-8") as f:
-      f.write("\n".join(new) + "\n")
-
-
 def test_evaluation_scores_every_utterance_it_can_and_counts_the_rest(run, tmp_path):
   # A run's input.json may carry training length filters and bucket lengths (here: 1 s at most, one 1.5 s bucket,
   # which every dev clip but none would fail): evaluation scores the whole split anyway. A reference character
@@ -130,7 +119,7 @@ def test_evaluation_scores_every_utterance_it_can_and_counts_the_rest(run, tmp_p
     json.dump(dict(saved, min_sample_size=20_000, max_sample_size=16_000, bucket_lengths=[24_000],
                    on_unknown="raise"), f)
   ids = sorted(r["id"] for r in evaluate_checkpoint(os.path.join(workdir, "best"), "librispeech", data, "dev").rows)
-  _rewrite_transcripts(dev, {ids[0]: "WELL-KNOWN 42", ids[1]: ""})
+  synthetic.set_transcripts(dev, {ids[0]: "WELL-KNOWN 42", ids[1]: ""})
   # A file whose header reads but whose samples do not: found only while the pass decodes it.
   (damaged,) = glob.glob(os.path.join(dev, "dev", "**", f"{ids[2]}.flac"), recursive=True)
   with open(damaged, "r+b") as f:

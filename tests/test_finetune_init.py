@@ -13,9 +13,9 @@ import re
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+import e2e  # tests/e2e.py
 import wav2vec_jax
 from data_pipelines import synthetic
 from data_pipelines.errors import AudioInputError
@@ -38,17 +38,6 @@ def _corpus(root, utterances_per_speaker: int = 4) -> list[synthetic.Utterance]:
   """A LibriSpeech-layout "train" folder of 2 speakers x `utterances_per_speaker` clips of 1.0-1.5 s."""
   return synthetic.write_librispeech_folder(root, split="train", utterances_per_speaker=utterances_per_speaker,
                                             seconds=(1.0, 1.5), seed=1)
-
-
-def _set_transcript(utterance: synthetic.Utterance, text: str) -> None:
-  """Rewrites `utterance`'s line in its chapter's `.trans.txt`."""
-  folder = os.path.dirname(utterance.path)
-  path = os.path.join(folder, "-".join(utterance.id.split("-")[:2]) + ".trans.txt")
-  with open(path, encoding="utf-8") as f:
-    lines = [f"{utterance.id} {text}".rstrip() + "\n" if line.split(" ", 1)[0] == utterance.id else line
-             for line in f]
-  with open(path, "w", encoding="utf-8") as f:
-    f.writelines(lines)
 
 
 def _config(data_path, init_from: str = "", vocab: str = "", on_error: str = "skip"):
@@ -188,11 +177,8 @@ def test_pretraining_checkpoint_gets_a_fresh_head_on_its_trunk(tmp_path):
 
 def _optimiser_counts(workdir) -> dict[str, int]:
   """Adam's update count of each optimiser group ("trunk", "head") in the last checkpoint, read as saved."""
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state", "data"))
-  state = manager.restore(manager.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
-  manager.close()
   counts = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]:
+  for path, leaf in jax.tree_util.tree_flatten_with_path(e2e.saved_item(str(workdir))["opt_state"])[0]:
     names = [str(getattr(p, "key", getattr(p, "idx", p))) for p in path]
     group = next((n for n in names if n in ("trunk", "head")), None)
     if group and names[-1] == "count" and group not in counts:  # the first count on the path is Adam's
@@ -244,18 +230,14 @@ def test_switching_masking_off_on_resume_names_the_mask_embedding_and_keeps_the_
 def _bad_corpus(root, **problems) -> list[synthetic.Utterance]:
   """`_corpus` of 2 x 5 clips (8 good ones fill the one batch) with transcripts replaced: {index: text}."""
   utterances = _corpus(root, utterances_per_speaker=5)
-  for i, text in problems.items():
-    _set_transcript(utterances[int(i)], text)
+  synthetic.set_transcripts(root, {utterances[int(i)].id: text for i, text in problems.items()})
   return utterances
 
 
 def _data_counters(workdir) -> dict:
   """The input pipeline's counters (`skipped/<kind>`, `index/utterances`, ...) as the last checkpoint stores them
   with the input position: the loop reports them nowhere else."""
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state", "data"))
-  data = manager.restore(manager.latest_step(), args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
-  manager.close()
-  return data["counters"]
+  return e2e.saved_item(str(workdir), "data")["counters"]
 
 
 @pytest.mark.parametrize("kind,text,names", [
@@ -291,7 +273,8 @@ def test_labels_longer_than_the_frames_are_zeroed_and_counted(tmp_path):
   utterances = _bad_corpus(tmp_path / "data")
   shortest = min(range(len(utterances)), key=lambda i: utterances[i].num_samples)
   # 1.0-1.5 s is 49-74 frames; 78 letters and 3 delimiters (no repeats) cannot align.
-  _set_transcript(utterances[shortest], " ".join(["ABCDEFGHIJKLMNOPQRSTUVWXYZ"] * 3))
+  synthetic.set_transcripts(tmp_path / "data", {
+      utterances[shortest].id: " ".join(["ABCDEFGHIJKLMNOPQRSTUVWXYZ"] * 3)})
   with open(tmp_path / "vocab.json", "w") as f:
     json.dump(HF_VOCAB, f)
   workdir = tmp_path / "run"

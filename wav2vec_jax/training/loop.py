@@ -317,15 +317,15 @@ def _train(config, workdir: str, lock: workdir_lock.WorkdirLock, checkpointer: c
         window["flops"] += analytic
         window["audio"] += float(local["attention_mask"].sum()) * jax.process_count() / data.config.sample_rate
         window["steps"] += 1
-        # The bad-step limit, every step, one step behind: the previous step's counter is ready by now.
+        # The skip counters, every step, one step behind: the previous step's are ready by now.
         if pending is not None:
-          skipped = int(pending[1]["bad_steps"])
-        if pending is not None and int(pending[1]["consecutive_bad_steps"]) >= config.max_consecutive_bad_steps:
-          raise BadStepsError(
-              f"{int(pending[1]['consecutive_bad_steps'])} consecutive updates had a non-finite loss or gradient "
-              f"(limit config.max_consecutive_bad_steps={config.max_consecutive_bad_steps}); stopped at step "
-              f"{pending[0]}. The checkpoints in {workdir}/checkpoints hold the last good parameters; look for bad "
-              "input near this step or lower the learning rate.")
+          skipped, consecutive = int(pending[1]["bad_steps"]), int(pending[1]["consecutive_bad_steps"])
+          if consecutive >= config.max_consecutive_bad_steps:
+            raise BadStepsError(
+                f"{consecutive} consecutive updates had a non-finite loss or gradient (limit "
+                f"config.max_consecutive_bad_steps={config.max_consecutive_bad_steps}); stopped at step "
+                f"{pending[0]}. The checkpoints in {workdir}/checkpoints hold the last good parameters; look for "
+                "bad input near this step or lower the learning rate.")
         pending = (step, step_metrics)
         if step % config.log_every == 0 or step == config.total_steps or step == 1:
           last = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
